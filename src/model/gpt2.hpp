@@ -1,0 +1,91 @@
+#pragma once
+// GPT-2: token + learned position embeddings, pre-LayerNorm blocks (causal self-attention,
+// GELU MLP), final LayerNorm, LM head tied to the token embedding, vocab padded to a
+// multiple of 128. Parameters live in one backend allocation and activations in another,
+// both addressed through TensorTables. forward() and backward() read top to bottom.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/backend.hpp"
+#include "core/tensor_table.hpp"
+
+namespace competelm {
+
+struct ModelShape {
+  int n_layer = 2;
+  int d_model = 64;     // C
+  int n_head = 4;       // NH
+  int seq_len = 64;     // maximum T (rows of wpe)
+  int vocab_size = 50257;
+  int padded_vocab() const { return (vocab_size + 127) / 128 * 128; }  // Vp
+};
+
+// Initialisation and weight-decay policy for the parameters.
+struct ModelInit {
+  float std = 0.02f;            // N(0, std) for weights; biases and LN bias 0, LN weight 1
+  bool scale_residual = true;   // GPT-2: residual projections use std / sqrt(2·n_layer)
+  bool decay_embeddings = false;
+  bool decay_norms = false;     // decay on LayerNorm weights
+};
+
+class GPT2 {
+ public:
+  // Allocates parameters, gradients and activations for batches of up to B×T tokens.
+  GPT2(Backend& backend, const ModelShape& shape, const ModelInit& init, int B, int T);
+  ~GPT2();
+  GPT2(const GPT2&) = delete;
+  GPT2& operator=(const GPT2&) = delete;
+
+  const ModelShape& shape() const { return shape_; }
+  const TensorTable& params() const { return params_; }
+  float* param_buffer() { return params_mem_; }   // backend memory, params().total_elements()
+  float* grad_buffer() { return grads_mem_; }     // same layout as param_buffer()
+  float* param(const std::string& name);          // backend pointer into param_buffer()
+  float* grad(const std::string& name);
+
+  // Draws the initial weights from the seed (host RNG, then one upload).
+  void init_weights(uint64_t seed);
+
+  // tokens, targets: host arrays of B×T ids. targets may be null (logits only).
+  // Returns the mean cross-entropy over the B×T positions (0 when targets is null).
+  float forward(const int32_t* tokens, const int32_t* targets, int B, int T);
+  // Backward of (loss_scale × mean loss) of the last forward(); ACCUMULATES into the grads
+  // (gradient accumulation = several forward/backward pairs, then one optimizer step).
+  void backward(float loss_scale = 1.0f);
+  void zero_grad();
+
+  // The last forward's logits (B,T,Vp), copied to the host (valid until backward()).
+  std::vector<float> logits_host() const;
+  // The last forward's per-position losses (B·T), on the host.
+  std::vector<float> losses_host() const;
+
+  // FLOPs of one forward+backward per token (6·N plus attention), for MFU and GFLOP/s.
+  double flops_per_token(int T) const;
+  size_t num_parameters() const { return params_.count_elements(); }
+
+ private:
+  struct Acts;  // activation tensor handles
+  void build_param_table();
+  void build_act_table(int B, int T);
+
+  Backend& be_;
+  ModelShape shape_;
+  ModelInit init_;
+  int maxB_, maxT_;
+  int B_ = 0, T_ = 0;  // shape of the last forward
+  bool have_targets_ = false;
+  TensorTable params_;
+  TensorTable acts_;
+  float* params_mem_ = nullptr;
+  float* grads_mem_ = nullptr;
+  float* acts_mem_ = nullptr;
+  float* dacts_mem_ = nullptr;  // gradient scratch: two (B,T,C) residual grads + one block's worth
+  int32_t* tokens_dev_ = nullptr;
+  int32_t* targets_dev_ = nullptr;
+  std::vector<size_t> act_ids_;  // filled by build_act_table, read through Acts
+  std::unique_ptr<Acts> a_;
+};
+
+}  // namespace competelm
