@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -126,7 +125,7 @@ std::string error_of(Fn&& fn) {
 
 }  // namespace
 
-TEST_CASE("checksum64 is XXH64: reference vectors, streaming, throughput", "[checkpoint]") {
+TEST_CASE("checksum64 is XXH64: reference vectors, streaming", "[checkpoint]") {
   auto h = [](std::string_view s, uint64_t seed = 0) { return checksum64(s.data(), s.size(), seed); };
   CHECK(h("") == 0xef46db3751d8e999ULL);
   CHECK(h("a") == 0xd24ec4f1a98c6e5bULL);
@@ -149,21 +148,6 @@ TEST_CASE("checksum64 is XXH64: reference vectors, streaming, throughput", "[che
     CHECK(h(std::string_view(data).substr(0, n), 12345) == want_seeded);
   }
   CHECK(h(std::string_view(data).substr(0, 0), 12345) == 0x95584af7701f808dULL);
-
-  // Large-buffer throughput (the format promises >= 1 GB/s; XXH64 does several GB/s).
-  std::vector<char> big(64u << 20, 1);
-  double best = 1e9;
-  uint64_t sink = 0;
-  for (int rep = 0; rep < 3; ++rep) {
-    auto t0 = std::chrono::steady_clock::now();
-    sink ^= checksum64(big.data(), big.size());
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  const double gbps = double(big.size()) / best / 1e9;
-  WARN("checksum64 throughput: " << gbps << " GB/s (" << sink % 2 << ")");
-#ifdef NDEBUG
-  CHECK(gbps >= 1.0);
-#endif
 }
 
 TEST_CASE("checkpoint: tensors and text round-trip bit-exactly with meta.json", "[checkpoint]") {
