@@ -1,0 +1,65 @@
+// The optimizer's element-wise kernels: Σ x² for the gradient norm and the AdamW update.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "backend/cpu/ops.hpp"
+
+namespace competelm::cpu {
+
+// Partial sums over fixed 64 Ki-element blocks, added in block order: the result is the same
+// for every thread count, not only run to run.
+double sum_squares(const float* x, size_t n) {
+  constexpr size_t kBlock = 65536;
+  const long blocks = static_cast<long>((n + kBlock - 1) / kBlock);
+  std::vector<double> partial(static_cast<size_t>(blocks), 0.0);
+#pragma omp parallel for schedule(static)
+  for (long blk = 0; blk < blocks; blk++) {
+    const size_t i0 = static_cast<size_t>(blk) * kBlock;
+    const size_t i1 = std::min(n, i0 + kBlock);
+    double s = 0.0;
+#pragma omp simd reduction(+ : s)
+    for (size_t i = i0; i < i1; i++) s += static_cast<double>(x[i]) * x[i];
+    partial[static_cast<size_t>(blk)] = s;
+  }
+  double total = 0.0;
+  for (double s : partial) total += s;
+  return total;
+}
+
+// Follows torch.optim.AdamW (torch 1.13 _single_tensor_adamw) operation by operation in fp32,
+// with the scalar coefficients computed in double and rounded to float as torch does:
+//   g  = grad · grad_scale                     (clip_grad_norm_ scales the grads first)
+//   p  = p · (1 - lr·wd)                       (decoupled weight decay, applied first)
+//   m  = m·β1 + (1-β1)·g
+//   v  = v·β2 + (1-β2)·g·g
+//   denom = sqrt(v) / sqrt(1-β2^t) + eps
+//   p  = p + (-lr/(1-β1^t))·m / denom
+// which is p -= lr·(m̂/(sqrt(v̂)+eps') + wd·p_old) up to where eps enters (torch adds eps to
+// sqrt(v)/sqrt(bc2), i.e. to sqrt(v̂)) and the decay being applied before the Adam step.
+void adamw_update(float* params, const float* grads, float* m, float* v, size_t n, float lr,
+                  float beta1, float beta2, float eps, float weight_decay, float grad_scale,
+                  int t) {
+  const double b1 = beta1, b2 = beta2;
+  const float decay = static_cast<float>(1.0 - static_cast<double>(lr) * weight_decay);
+  const float one_minus_b1 = static_cast<float>(1.0 - b1);
+  const float one_minus_b2 = static_cast<float>(1.0 - b2);
+  const double bc1 = 1.0 - std::pow(b1, t);
+  const double bc2 = 1.0 - std::pow(b2, t);
+  const float neg_step = static_cast<float>(-static_cast<double>(lr) / bc1);
+  const float bc2_sqrt = static_cast<float>(std::sqrt(bc2));
+  const long len = static_cast<long>(n);
+#pragma omp parallel for simd schedule(static)
+  for (long i = 0; i < len; i++) {
+    const float g = grads[i] * grad_scale;
+    const float p = params[i] * decay;
+    const float mi = m[i] * beta1 + one_minus_b1 * g;
+    const float vi = v[i] * beta2 + one_minus_b2 * g * g;
+    const float denom = std::sqrt(vi) / bc2_sqrt + eps;
+    m[i] = mi;
+    v[i] = vi;
+    params[i] = p + neg_step * mi / denom;
+  }
+}
+
+}  // namespace competelm::cpu

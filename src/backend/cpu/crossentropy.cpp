@@ -1,0 +1,62 @@
+// Softmax cross-entropy over the first V of Vp logit columns (the padding columns are never
+// read). The backward recomputes the softmax row by row, so it can overwrite the logits in
+// place and the (N,Vp) probability tensor is never stored.
+#include <algorithm>
+#include <cmath>
+
+#include "backend/cpu/ops.hpp"
+#include "core/error.hpp"
+
+namespace competelm::cpu {
+namespace {
+
+void check_targets(const int32_t* targets, int N, int V) {
+  for (int i = 0; i < N; i++)
+    if (targets[i] < 0 || targets[i] >= V)
+      fail("crossentropy: target {} at row {} is outside the vocabulary [0, {})", targets[i], i, V);
+}
+
+struct RowStats {
+  float max;
+  float log_sum;  // log Σ exp(x - max)
+};
+
+RowStats row_stats(const float* x, int V) {
+  float m = -INFINITY;
+  for (int j = 0; j < V; j++) m = std::max(m, x[j]);
+  double sum = 0.0;  // double: V is ~50k terms, the sum must not lose the small ones
+  for (int j = 0; j < V; j++) sum += std::exp(x[j] - m);
+  return {m, static_cast<float>(std::log(sum))};
+}
+
+}  // namespace
+
+void crossentropy_forward(float* losses /*(N)*/, const float* logits /*(N,Vp)*/,
+                          const int32_t* targets /*(N)*/, int N, int V, int Vp) {
+  check_targets(targets, N, V);
+#pragma omp parallel for schedule(static)
+  for (int i = 0; i < N; i++) {
+    const float* x = logits + static_cast<size_t>(i) * Vp;
+    const RowStats s = row_stats(x, V);
+    losses[i] = s.log_sum + s.max - x[targets[i]];
+  }
+}
+
+void crossentropy_backward(float* dlogits /*(N,Vp)*/, const float* logits /*(N,Vp)*/,
+                           const int32_t* targets /*(N)*/, float dloss, int N, int V, int Vp) {
+  check_targets(targets, N, V);
+#pragma omp parallel for schedule(static)
+  for (int i = 0; i < N; i++) {
+    const float* x = logits + static_cast<size_t>(i) * Vp;
+    float* dx = dlogits + static_cast<size_t>(i) * Vp;  // may be x itself
+    const RowStats s = row_stats(x, V);
+    const float shift = s.max + s.log_sum;  // p_j = exp(x_j - shift)
+    const int target = targets[i];
+    // Each x[j] is read before dx[j] is written at the same index, so aliasing is safe.
+    for (int j = 0; j < V; j++) dx[j] = dloss * std::exp(x[j] - shift);
+    dx[target] -= dloss;
+    for (int j = V; j < Vp; j++) dx[j] = 0.0f;
+  }
+}
+
+}  // namespace competelm::cpu
