@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -38,6 +39,26 @@ std::vector<double> fd_gradient(std::vector<double> x, Objective&& f, double h =
     g[i] = (fp - fm) / (2 * h);
   }
   return g;
+}
+
+// The same at every `stride`-th input only (for inputs whose full FD would be slow); returns
+// the pairs (analytic value at those inputs, FD value) ready for rel_error.
+template <class Objective>
+std::pair<std::vector<float>, std::vector<double>> fd_sampled(const std::vector<float>& analytic,
+                                                             std::vector<double> x, Objective&& f,
+                                                             size_t stride, double h = 1e-5) {
+  std::pair<std::vector<float>, std::vector<double>> r;
+  for (size_t i = 0; i < x.size(); i += stride) {
+    const double x0 = x[i];
+    x[i] = x0 + h;
+    const double fp = f(x);
+    x[i] = x0 - h;
+    const double fm = f(x);
+    x[i] = x0;
+    r.first.push_back(analytic[i]);
+    r.second.push_back((fp - fm) / (2 * h));
+  }
+  return r;
 }
 
 // max |got - want| / max |want|: the error relative to the tensor's scale, so entries that

@@ -12,6 +12,7 @@
 #include "backend/backend.hpp"
 #include "backend/cpu/cpu_backend.hpp"
 #include "backend/cpu/gemm_bench.hpp"
+#include "backend/cpu/simd.hpp"
 #include "core/error.hpp"
 #include "core/rng.hpp"
 #include "fd_check.hpp"
@@ -78,27 +79,31 @@ std::vector<double> ref_matmul(const std::vector<double>& x, const std::vector<d
   return out;
 }
 
-std::vector<double> ref_attention(const std::vector<double>& qkv) {
-  const int hs = C / NH;
-  std::vector<double> out(static_cast<size_t>(N) * C, 0.0);
-  std::vector<double> a(T);
-  for (int b = 0; b < B; b++)
-    for (int h = 0; h < NH; h++)
-      for (int t = 0; t < T; t++) {
+std::vector<double> ref_attention(const std::vector<double>& qkv, int b_ = B, int t_ = T,
+                                  int c_ = C, int nh = NH) {
+  const int hs = c_ / nh;
+  const size_t c3 = 3 * static_cast<size_t>(c_);
+  std::vector<double> out(static_cast<size_t>(b_) * t_ * c_, 0.0);
+  std::vector<double> a(t_);
+  for (int b = 0; b < b_; b++)
+    for (int h = 0; h < nh; h++)
+      for (int t = 0; t < t_; t++) {
+        const double* q = &qkv[(b * t_ + t) * c3 + h * hs];
         double mx = -1e300;
         for (int t2 = 0; t2 <= t; t2++) {
+          const double* k = &qkv[(b * t_ + t2) * c3 + c_ + h * hs];
           double s = 0;
-          for (int i = 0; i < hs; i++)
-            s += qkv[(b * T + t) * 3 * C + h * hs + i] * qkv[(b * T + t2) * 3 * C + C + h * hs + i];
+          for (int i = 0; i < hs; i++) s += q[i] * k[i];
           a[t2] = s / std::sqrt(static_cast<double>(hs));
           mx = std::max(mx, a[t2]);
         }
         double sum = 0;
         for (int t2 = 0; t2 <= t; t2++) sum += (a[t2] = std::exp(a[t2] - mx));
-        for (int t2 = 0; t2 <= t; t2++)
-          for (int i = 0; i < hs; i++)
-            out[(b * T + t) * C + h * hs + i] +=
-                a[t2] / sum * qkv[(b * T + t2) * 3 * C + 2 * C + h * hs + i];
+        double* o = &out[(static_cast<size_t>(b) * t_ + t) * c_ + h * hs];
+        for (int t2 = 0; t2 <= t; t2++) {
+          const double* v = &qkv[(b * t_ + t2) * c3 + 2 * c_ + h * hs];
+          for (int i = 0; i < hs; i++) o[i] += a[t2] / sum * v[i];
+        }
       }
   return out;
 }
@@ -287,6 +292,23 @@ TEST_CASE("attention forward and backward match the double reference and FD", "[
   require_doubled(dqkv, dqkv1);
 }
 
+TEST_CASE("attention over more rows than one sgemm block (T = 150) matches FD", "[ops]") {
+  CpuBackend be(2);
+  Rng rng(13);
+  const int b = 1, t = 150, c = 4, nh = 2;  // 3 row blocks of 64, the last one partial
+  auto qkv = random_floats(rng, static_cast<size_t>(b) * t * 3 * c, 1.5f);
+  auto w = random_floats(rng, static_cast<size_t>(b) * t * c);
+  const auto qd = to_double(qkv);
+  std::vector<float> out(w.size()), att(static_cast<size_t>(b) * nh * t * t), scratch(att.size(), NAN);
+  be.attention_forward(out.data(), att.data(), qkv.data(), b, t, c, nh);
+  CHECK(rel_error(out, ref_attention(qd, b, t, c, nh)) <= kForwardTol);
+  std::vector<float> dqkv(qkv.size(), 0.0f);
+  be.attention_backward(dqkv.data(), scratch.data(), w.data(), qkv.data(), att.data(), b, t, c, nh);
+  // every 5th input: all of q, k and v of tokens in every block (stride coprime with 3C = 12)
+  const auto [got, fd] = fd_sampled(dqkv, qd, [&](const auto& v) { return weighted_sum(ref_attention(v, b, t, c, nh), w); }, 5);
+  CHECK(rel_error(got, fd) <= kGradTol);
+}
+
 TEST_CASE("attention is causal: a later token never changes earlier outputs", "[ops]") {
   CpuBackend be(2);
   Rng rng(6);
@@ -363,6 +385,30 @@ TEST_CASE("crossentropy matches the double reference and FD, ignoring padding co
   auto bad = targets;
   bad[3] = V;
   CHECK_THROWS_AS(be.crossentropy_forward(losses.data(), logits.data(), bad.data(), N, V, Vp), competelm::Error);
+}
+
+TEST_CASE("vector exp and tanh are accurate over their whole range", "[ops]") {
+  namespace simd = competelm::cpu::simd;
+  double max_exp_rel = 0, max_tanh_abs = 0;
+  const int n = 200000;
+  for (int i = 0; i < n; i += simd::kWidth) {
+    simd::f32x4 x, y;
+    for (int l = 0; l < simd::kWidth; l++) x[l] = -87.0f + 175.0f * static_cast<float>(i + l) / n;
+    const simd::f32x4 e = simd::exp(x);
+    for (int l = 0; l < simd::kWidth; l++) {
+      const double want = std::exp(static_cast<double>(x[l]));
+      max_exp_rel = std::max(max_exp_rel, std::abs(e[l] - want) / want);
+      y[l] = x[l] / 8.0f;  // tanh over [-11, 11]
+    }
+    const simd::f32x4 th = simd::tanh(y);
+    for (int l = 0; l < simd::kWidth; l++)
+      max_tanh_abs = std::max(max_tanh_abs, std::abs(th[l] - std::tanh(static_cast<double>(y[l]))));
+  }
+  CHECK(max_exp_rel <= 4e-7);   // ~3 ulp
+  CHECK(max_tanh_abs <= 3e-7);
+  // far outside the range: clamped, finite, no NaN
+  const simd::f32x4 ext = simd::exp(simd::f32x4{-1e30f, -200.0f, 200.0f, 0.0f});
+  CHECK((ext[0] >= 0.0f && ext[0] < 1e-37f && ext[1] < 1e-37f && std::isfinite(ext[2]) && ext[3] == 1.0f));
 }
 
 TEST_CASE("residual, accumulate and scale", "[ops]") {

@@ -23,7 +23,9 @@ CpuBackend::CpuBackend(int num_threads) {
   if (num_threads == 0) num_threads = static_cast<int>(std::thread::hardware_concurrency());
   num_threads_ = num_threads > 0 ? num_threads : 1;
   omp_set_num_threads(num_threads_);
-  openblas_set_num_threads(num_threads_);
+  // OpenBLAS runs single-threaded: the GEMMs are split over the OpenMP threads instead
+  // (sgemm_split.hpp), so only one pool of num_threads_ threads ever competes for the cores.
+  openblas_set_num_threads(1);
 }
 
 void* CpuBackend::alloc(size_t bytes) {

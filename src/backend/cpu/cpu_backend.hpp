@@ -8,8 +8,9 @@ namespace competelm::cpu {
 
 class CpuBackend final : public Backend {
  public:
-  // num_threads: OpenMP and OpenBLAS threads; 0 = every hardware thread. Both pools are set
-  // to the same count (process-wide) so the two never oversubscribe the cores.
+  // num_threads: OpenMP threads (process-wide); 0 = every hardware thread. OpenBLAS is set to
+  // one thread and its GEMMs are split over the OpenMP threads, so the two thread pools
+  // never oversubscribe the cores.
   explicit CpuBackend(int num_threads = 0);
   std::string name() const override { return "cpu"; }
   int num_threads() const { return num_threads_; }

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "backend/cpu/ops.hpp"
+#include "backend/cpu/simd.hpp"
 #include "core/error.hpp"
 
 namespace competelm::cpu {
@@ -22,10 +23,23 @@ struct RowStats {
 };
 
 RowStats row_stats(const float* x, int V) {
-  float m = -INFINITY;
-  for (int j = 0; j < V; j++) m = std::max(m, x[j]);
-  double sum = 0.0;  // double: V is ~50k terms, the sum must not lose the small ones
-  for (int j = 0; j < V; j++) sum += std::exp(x[j] - m);
+  using simd::f32x4;
+  const size_t n = static_cast<size_t>(V), full = n / simd::kWidth * simd::kWidth;
+  f32x4 mv = simd::splat(-INFINITY);
+  for (size_t j = 0; j < full; j += simd::kWidth) mv = simd::vmax(mv, simd::load(x + j));
+  if (full < n) mv = simd::vmax(mv, simd::load_partial(x + full, n - full, -INFINITY));
+  const float m = simd::hmax(mv);
+  // Σ exp(x - m) in double (V is ~50k terms; the small ones must not be lost), 4 lanes
+  // added in a fixed order.
+  simd::f64x4 acc{};
+  for (size_t j = 0; j < full; j += simd::kWidth)
+    acc += __builtin_convertvector(simd::exp(simd::load(x + j) - m), simd::f64x4);
+  if (full < n) {
+    f32x4 e = simd::exp(simd::load_partial(x + full, n - full, 0.0f) - m);
+    for (size_t k = n - full; k < simd::kWidth; k++) e[k] = 0.0f;  // padded lanes add nothing
+    acc += __builtin_convertvector(e, simd::f64x4);
+  }
+  const double sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
   return {m, static_cast<float>(std::log(sum))};
 }
 
@@ -53,7 +67,7 @@ void crossentropy_backward(float* dlogits /*(N,Vp)*/, const float* logits /*(N,V
     const float shift = s.max + s.log_sum;  // p_j = exp(x_j - shift)
     const int target = targets[i];
     // Each x[j] is read before dx[j] is written at the same index, so aliasing is safe.
-    for (int j = 0; j < V; j++) dx[j] = dloss * std::exp(x[j] - shift);
+    simd::map(dx, static_cast<size_t>(V), [&](simd::f32x4 xv) { return dloss * simd::exp(xv - shift); }, x);
     dx[target] -= dloss;
     for (int j = V; j < Vp; j++) dx[j] = 0.0f;
   }

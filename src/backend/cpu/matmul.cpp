@@ -1,11 +1,12 @@
-// Linear layers, out = inp · weightᵀ + bias, through OpenBLAS sgemm (row-major).
-#include <cblas.h>
+// Linear layers, out = inp · weightᵀ + bias, through OpenBLAS sgemm (row-major) split over
+// the OpenMP threads.
 #include <omp.h>
 
 #include <algorithm>
 #include <cstring>
 
 #include "backend/cpu/ops.hpp"
+#include "backend/cpu/sgemm_split.hpp"
 
 namespace competelm::cpu {
 
@@ -18,8 +19,8 @@ void matmul_forward(float* out /*(N,OC)*/, const float* inp /*(N,C)*/,
 #pragma omp parallel for schedule(static)
     for (int i = 0; i < N; i++) std::memcpy(out + static_cast<size_t>(i) * OC, bias, sizeof(float) * OC);
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, weight, C,
-              bias ? 1.0f : 0.0f, out, OC);
+  sgemm_parallel(CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, weight, C, bias ? 1.0f : 0.0f,
+                 out, OC);
 }
 
 void matmul_backward(float* dinp /*(N,C)*/, float* dweight /*(OC,C)*/,
@@ -27,13 +28,9 @@ void matmul_backward(float* dinp /*(N,C)*/, float* dweight /*(OC,C)*/,
                      const float* inp /*(N,C)*/, const float* weight /*(OC,C)*/, int N, int C,
                      int OC) {
   // dinp (N,C) += dout (N,OC) · weight (OC,C)
-  if (dinp)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, weight, C,
-                1.0f, dinp, C);
+  if (dinp) sgemm_parallel(CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, weight, C, 1.0f, dinp, C);
   // dweight (OC,C) += doutᵀ (OC,N) · inp (N,C)
-  if (dweight)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f,
-                dweight, C);
+  if (dweight) sgemm_parallel(CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dweight, C);
   if (dbias) {
     // Column sums: each thread owns a slice of the columns and walks the rows in order, so
     // the sum order is fixed whatever the thread count, and the inner loop vectorises.
