@@ -87,9 +87,11 @@ class Backend {
                                     const int32_t* targets /*(N)*/, int N, int V, int Vp) = 0;
   // dlogits = dloss · (softmax(logits) - onehot(target)), 0 in the padding columns.
   // dlogits may alias logits (fused, in place: the full probability tensor is never stored).
+  // losses are the forward's: a row's log-sum-exp is losses[i] + logits[i, target], so the
+  // backward makes one pass over the logits instead of recomputing the softmax statistics.
   virtual void crossentropy_backward(float* dlogits /*(N,Vp)*/, const float* logits /*(N,Vp)*/,
-                                     const int32_t* targets /*(N)*/, float dloss, int N, int V,
-                                     int Vp) = 0;
+                                     const float* losses /*(N)*/, const int32_t* targets /*(N)*/,
+                                     float dloss, int N, int V, int Vp) = 0;
 
   // ---- optimizer -------------------------------------------------------------------------------
   // Σ x² in double precision (for the global grad norm).

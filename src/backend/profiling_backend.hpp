@@ -79,9 +79,9 @@ class ProfilingBackend : public Backend {
                             int Vp) override {
     timed("crossentropy", 0, [&] { in_.crossentropy_forward(losses, logits, t, N, V, Vp); });
   }
-  void crossentropy_backward(float* dl, const float* logits, const int32_t* t, float dloss, int N, int V,
-                             int Vp) override {
-    timed("crossentropy", 0, [&] { in_.crossentropy_backward(dl, logits, t, dloss, N, V, Vp); });
+  void crossentropy_backward(float* dl, const float* logits, const float* losses, const int32_t* t,
+                             float dloss, int N, int V, int Vp) override {
+    timed("crossentropy", 0, [&] { in_.crossentropy_backward(dl, logits, losses, t, dloss, N, V, Vp); });
   }
   double sum_squares(const float* x, size_t n) override {
     double r = 0;

@@ -208,7 +208,8 @@ void GPT2::backward(float loss_scale) {
 
   // d(mean loss)/d logits, in place: the logits buffer becomes dlogits.
   float* dlogits = act(a.logits);
-  be_.crossentropy_backward(dlogits, act(a.logits), targets_dev_, loss_scale / N, N, V, Vp);  // (B, T, Vp)
+  be_.crossentropy_backward(dlogits, act(a.logits), act(a.losses), targets_dev_, loss_scale / N, N,
+                            V, Vp);  // (B, T, Vp)
   float* dres = act(a.d_residual);  // (B, T, C) gradient w.r.t. the current residual stream
   be_.zero(act(a.d_ln), bytes(a.d_ln));
   be_.matmul_backward(act(a.d_ln), g("wte"), nullptr, dlogits, act(a.lnf), w("wte"), N, C, Vp);

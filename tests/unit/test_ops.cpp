@@ -363,7 +363,7 @@ TEST_CASE("crossentropy matches the double reference and FD, ignoring padding co
   CHECK(rel_error(losses, ref_crossentropy(ld, targets)) <= kForwardTol);
 
   std::vector<float> dl(logits.size(), 5.0f);  // assigned, not accumulated
-  be.crossentropy_backward(dl.data(), logits.data(), targets.data(), dloss, N, V, Vp);
+  be.crossentropy_backward(dl.data(), logits.data(), losses.data(), targets.data(), dloss, N, V, Vp);
   auto fd = fd_gradient(ld, [&](const auto& v) {
     double s = 0;
     for (double l : ref_crossentropy(v, targets)) s += dloss * l;
@@ -378,7 +378,7 @@ TEST_CASE("crossentropy matches the double reference and FD, ignoring padding co
 
   // in place (dlogits aliases logits) gives bit-identical gradients
   auto inplace = logits;
-  be.crossentropy_backward(inplace.data(), inplace.data(), targets.data(), dloss, N, V, Vp);
+  be.crossentropy_backward(inplace.data(), inplace.data(), losses.data(), targets.data(), dloss, N, V, Vp);
   CHECK(std::memcmp(inplace.data(), dl.data(), sizeof(float) * dl.size()) == 0);
 
   // a target outside the vocabulary is an error, not a wild read
@@ -488,7 +488,7 @@ std::vector<float> mini_step(int threads) {
 
   std::vector<float> dwte(wte.size()), dwpe(wpe.size()), dlnw(c), dlnb(c), dwqkv(wqkv.size()), dbqkv(3 * c),
       dge(nc), dres(nc), dqkv(qkv.size()), dln(nc), dx(nc), scratch(att.size());
-  be.crossentropy_backward(logits.data(), logits.data(), targets.data(), 1.0f / n, n, v, vp);
+  be.crossentropy_backward(logits.data(), logits.data(), losses.data(), targets.data(), 1.0f / n, n, v, vp);
   be.matmul_backward(dge.data(), dwte.data(), nullptr, logits.data(), ge.data(), wte.data(), n, c, vp);
   be.gelu_backward(dres.data(), res.data(), dge.data(), nc);
   be.accumulate(dx.data(), dres.data(), nc);

@@ -99,10 +99,10 @@ void CpuBackend::crossentropy_forward(float* losses, const float* logits,
                                       const int32_t* targets, int N, int V, int Vp) {
   cpu::crossentropy_forward(losses, logits, targets, N, V, Vp);
 }
-void CpuBackend::crossentropy_backward(float* dlogits, const float* logits,
+void CpuBackend::crossentropy_backward(float* dlogits, const float* logits, const float* losses,
                                        const int32_t* targets, float dloss, int N, int V,
                                        int Vp) {
-  cpu::crossentropy_backward(dlogits, logits, targets, dloss, N, V, Vp);
+  cpu::crossentropy_backward(dlogits, logits, losses, targets, dloss, N, V, Vp);
 }
 double CpuBackend::sum_squares(const float* x, size_t n) { return cpu::sum_squares(x, n); }
 void CpuBackend::adamw_update(float* params, const float* grads, float* m, float* v, size_t n,

@@ -45,8 +45,8 @@ class CpuBackend final : public Backend {
   void scale(float* x, float s, size_t n) override;
   void crossentropy_forward(float* losses, const float* logits, const int32_t* targets, int N,
                             int V, int Vp) override;
-  void crossentropy_backward(float* dlogits, const float* logits, const int32_t* targets,
-                             float dloss, int N, int V, int Vp) override;
+  void crossentropy_backward(float* dlogits, const float* logits, const float* losses,
+                             const int32_t* targets, float dloss, int N, int V, int Vp) override;
   double sum_squares(const float* x, size_t n) override;
   void adamw_update(float* params, const float* grads, float* m, float* v, size_t n, float lr,
                     float beta1, float beta2, float eps, float weight_decay, float grad_scale,

@@ -57,15 +57,16 @@ void crossentropy_forward(float* losses /*(N)*/, const float* logits /*(N,Vp)*/,
 }
 
 void crossentropy_backward(float* dlogits /*(N,Vp)*/, const float* logits /*(N,Vp)*/,
-                           const int32_t* targets /*(N)*/, float dloss, int N, int V, int Vp) {
+                           const float* losses /*(N)*/, const int32_t* targets /*(N)*/, float dloss,
+                           int N, int V, int Vp) {
   check_targets(targets, N, V);
 #pragma omp parallel for schedule(static)
   for (int i = 0; i < N; i++) {
     const float* x = logits + static_cast<size_t>(i) * Vp;
     float* dx = dlogits + static_cast<size_t>(i) * Vp;  // may be x itself
-    const RowStats s = row_stats(x, V);
-    const float shift = s.max + s.log_sum;  // p_j = exp(x_j - shift)
     const int target = targets[i];
+    // loss = log Σ exp(x) - x[target], so log Σ exp(x) = loss + x[target]: p_j = exp(x_j - shift).
+    const float shift = losses[i] + x[target];
     // Each x[j] is read before dx[j] is written at the same index, so aliasing is safe.
     simd::map(dx, static_cast<size_t>(V), [&](simd::f32x4 xv) { return dloss * simd::exp(xv - shift); }, x);
     dx[target] -= dloss;

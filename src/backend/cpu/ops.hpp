@@ -46,8 +46,8 @@ void scale(float* x, float s, size_t n);
 // Throws competelm::Error when a target lies outside [0, V).
 void crossentropy_forward(float* losses, const float* logits, const int32_t* targets, int N,
                           int V, int Vp);
-void crossentropy_backward(float* dlogits, const float* logits, const int32_t* targets,
-                           float dloss, int N, int V, int Vp);
+void crossentropy_backward(float* dlogits, const float* logits, const float* losses,
+                           const int32_t* targets, float dloss, int N, int V, int Vp);
 
 // ---- optimizer (adamw.cpp) ------------------------------------------------------------------------
 double sum_squares(const float* x, size_t n);
