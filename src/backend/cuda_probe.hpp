@@ -14,3 +14,8 @@ struct CudaProbe {
 CudaProbe probe_cuda();
 
 }  // namespace competelm
+
+namespace competelm {
+// Runs a small kernel on device 0 and checks its result on the host (CUDA builds only).
+bool cuda_selftest(std::string* message);
+}  // namespace competelm
