@@ -1,0 +1,276 @@
+#include "model/gpt2.hpp"
+
+#include <cmath>
+#include <cstring>
+
+#include "core/error.hpp"
+#include "core/rng.hpp"
+
+namespace competelm {
+
+// Handles into the activation table. Per-layer tensors are indexed [l].
+struct GPT2::Acts {
+  size_t encoded;                       // (B, T, C)   token + position embedding
+  std::vector<size_t> ln1, ln1_mean, ln1_rstd;   // (B,T,C), (B,T), (B,T)
+  std::vector<size_t> qkv;              // (B, T, 3C)
+  std::vector<size_t> atty;             // (B, T, C)   attention output before the projection
+  std::vector<size_t> att;              // (B, NH, T, T) softmaxed attention weights
+  std::vector<size_t> residual2;        // (B, T, C)   x + attn(ln1(x))
+  std::vector<size_t> ln2, ln2_mean, ln2_rstd;
+  std::vector<size_t> fch;              // (B, T, 4C)  fc output, before GELU
+  std::vector<size_t> fch_gelu;         // (B, T, 4C)
+  std::vector<size_t> residual3;        // (B, T, C)   block output
+  size_t lnf, lnf_mean, lnf_rstd;       // (B,T,C), (B,T), (B,T)
+  size_t logits;                        // (B, T, Vp)  overwritten by dlogits in backward
+  size_t losses;                        // (B, T)
+  // Gradient scratch (a second buffer with its own table, same handles style).
+  size_t d_residual;                    // (B, T, C)   gradient flowing down the residual stream
+  size_t d_ln;                          // (B, T, C)
+  size_t d_qkv;                         // (B, T, 3C)
+  size_t d_atty;                        // (B, T, C)
+  size_t d_fch, d_fch_gelu;             // (B, T, 4C)
+  size_t d_att_scratch;                 // (B, NH, T, T)
+};
+
+GPT2::GPT2(Backend& backend, const ModelShape& shape, const ModelInit& init, int B, int T)
+    : be_(backend), shape_(shape), init_(init), maxB_(B), maxT_(T), a_(std::make_unique<Acts>()) {
+  if (shape.d_model % shape.n_head != 0)
+    fail("model.d_model ({}) must be divisible by model.n_head ({})", shape.d_model, shape.n_head);
+  if (T > shape.seq_len) fail("batch T={} exceeds model.seq_len={}", T, shape.seq_len);
+  build_param_table();
+  build_act_table(B, T);
+  params_mem_ = static_cast<float*>(be_.alloc(params_.total_elements() * sizeof(float)));
+  grads_mem_ = static_cast<float*>(be_.alloc(params_.total_elements() * sizeof(float)));
+  acts_mem_ = static_cast<float*>(be_.alloc(acts_.total_elements() * sizeof(float)));
+  tokens_dev_ = static_cast<int32_t*>(be_.alloc(size_t(B) * T * sizeof(int32_t)));
+  targets_dev_ = static_cast<int32_t*>(be_.alloc(size_t(B) * T * sizeof(int32_t)));
+}
+
+GPT2::~GPT2() {
+  be_.dealloc(params_mem_);
+  be_.dealloc(grads_mem_);
+  be_.dealloc(acts_mem_);
+  be_.dealloc(tokens_dev_);
+  be_.dealloc(targets_dev_);
+}
+
+void GPT2::build_param_table() {
+  const int64_t C = shape_.d_model, Vp = shape_.padded_vocab(), maxT = shape_.seq_len;
+  const bool emb = init_.decay_embeddings, norm = init_.decay_norms;
+  params_.add("wte", {Vp, C}, emb);
+  params_.add("wpe", {maxT, C}, emb);
+  for (int l = 0; l < shape_.n_layer; ++l) {
+    const std::string p = "blocks." + std::to_string(l) + ".";
+    params_.add(p + "ln1.weight", {C}, norm);
+    params_.add(p + "ln1.bias", {C});
+    params_.add(p + "attn.qkv.weight", {3 * C, C}, true);
+    params_.add(p + "attn.qkv.bias", {3 * C});
+    params_.add(p + "attn.proj.weight", {C, C}, true);
+    params_.add(p + "attn.proj.bias", {C});
+    params_.add(p + "ln2.weight", {C}, norm);
+    params_.add(p + "ln2.bias", {C});
+    params_.add(p + "mlp.fc.weight", {4 * C, C}, true);
+    params_.add(p + "mlp.fc.bias", {4 * C});
+    params_.add(p + "mlp.proj.weight", {C, 4 * C}, true);
+    params_.add(p + "mlp.proj.bias", {C});
+  }
+  params_.add("lnf.weight", {C}, norm);
+  params_.add("lnf.bias", {C});
+}
+
+void GPT2::build_act_table(int B, int T) {
+  const int64_t C = shape_.d_model, NH = shape_.n_head, Vp = shape_.padded_vocab();
+  const int64_t BT = int64_t(B) * T;
+  Acts& a = *a_;
+  a.encoded = acts_.add("encoded", {B, T, C});
+  for (int l = 0; l < shape_.n_layer; ++l) {
+    const std::string p = std::to_string(l) + ".";
+    a.ln1.push_back(acts_.add(p + "ln1", {B, T, C}));
+    a.ln1_mean.push_back(acts_.add(p + "ln1_mean", {BT}));
+    a.ln1_rstd.push_back(acts_.add(p + "ln1_rstd", {BT}));
+    a.qkv.push_back(acts_.add(p + "qkv", {B, T, 3 * C}));
+    a.atty.push_back(acts_.add(p + "atty", {B, T, C}));
+    a.att.push_back(acts_.add(p + "att", {B, NH, T, T}));
+    a.residual2.push_back(acts_.add(p + "residual2", {B, T, C}));
+    a.ln2.push_back(acts_.add(p + "ln2", {B, T, C}));
+    a.ln2_mean.push_back(acts_.add(p + "ln2_mean", {BT}));
+    a.ln2_rstd.push_back(acts_.add(p + "ln2_rstd", {BT}));
+    a.fch.push_back(acts_.add(p + "fch", {B, T, 4 * C}));
+    a.fch_gelu.push_back(acts_.add(p + "fch_gelu", {B, T, 4 * C}));
+    a.residual3.push_back(acts_.add(p + "residual3", {B, T, C}));
+  }
+  a.lnf = acts_.add("lnf", {B, T, C});
+  a.lnf_mean = acts_.add("lnf_mean", {BT});
+  a.lnf_rstd = acts_.add("lnf_rstd", {BT});
+  a.logits = acts_.add("logits", {B, T, Vp});
+  a.losses = acts_.add("losses", {BT});
+  a.d_residual = acts_.add("d_residual", {B, T, C});
+  a.d_ln = acts_.add("d_ln", {B, T, C});
+  a.d_qkv = acts_.add("d_qkv", {B, T, 3 * C});
+  a.d_atty = acts_.add("d_atty", {B, T, C});
+  a.d_fch = acts_.add("d_fch", {B, T, 4 * C});
+  a.d_fch_gelu = acts_.add("d_fch_gelu", {B, T, 4 * C});
+  a.d_att_scratch = acts_.add("d_att_scratch", {B, NH, T, T});
+}
+
+float* GPT2::param(const std::string& name) { return params_mem_ + params_.at(name).offset; }
+float* GPT2::grad(const std::string& name) { return grads_mem_ + params_.at(name).offset; }
+
+void GPT2::init_weights(uint64_t seed) {
+  std::vector<float> host(params_.total_elements(), 0.0f);
+  Rng rng(seed);
+  const float resid_std =
+      init_.scale_residual ? init_.std / std::sqrt(2.0f * shape_.n_layer) : init_.std;
+  for (const TensorSpec& s : params_.specs()) {
+    float* p = host.data() + s.offset;
+    const bool is_bias = s.name.ends_with(".bias");
+    const bool is_norm = s.name.ends_with(".weight") &&
+                         (s.name.starts_with("lnf.") || s.name.find(".ln1.") != std::string::npos ||
+                          s.name.find(".ln2.") != std::string::npos);
+    if (is_bias) continue;  // zeros
+    if (is_norm) {
+      std::fill(p, p + s.numel, 1.0f);
+      continue;
+    }
+    const bool residual_proj = s.name.ends_with("attn.proj.weight") || s.name.ends_with("mlp.proj.weight");
+    const float sd = residual_proj ? resid_std : init_.std;
+    for (size_t i = 0; i < s.numel; ++i) p[i] = sd * rng.normal();
+  }
+  be_.upload(params_mem_, host.data(), host.size() * sizeof(float));
+}
+
+void GPT2::zero_grad() { be_.zero(grads_mem_, params_.total_elements() * sizeof(float)); }
+
+float GPT2::forward(const int32_t* tokens, const int32_t* targets, int B, int T) {
+  if (B > maxB_ || T > maxT_) fail("forward: batch ({}, {}) exceeds allocated ({}, {})", B, T, maxB_, maxT_);
+  const int C = shape_.d_model, NH = shape_.n_head, L = shape_.n_layer;
+  const int V = shape_.vocab_size, Vp = shape_.padded_vocab();
+  const int N = B * T;
+  for (int i = 0; i < N; ++i)
+    if (tokens[i] < 0 || tokens[i] >= V) fail("token id {} at position {} is outside the vocabulary [0, {})", tokens[i], i, V);
+  B_ = B;
+  T_ = T;
+  be_.upload(tokens_dev_, tokens, size_t(N) * sizeof(int32_t));
+  have_targets_ = targets != nullptr;
+  if (have_targets_) be_.upload(targets_dev_, targets, size_t(N) * sizeof(int32_t));
+
+  const Acts& a = *a_;
+  auto act = [&](size_t h) { return acts_mem_ + acts_[h].offset; };
+  auto w = [&](const std::string& n) { return param(n); };
+
+  be_.encoder_forward(act(a.encoded), tokens_dev_, w("wte"), w("wpe"), B, T, C);  // (B, T, C)
+  float* residual = act(a.encoded);
+  for (int l = 0; l < L; ++l) {
+    const std::string p = "blocks." + std::to_string(l) + ".";
+    // x + attn(ln1(x))
+    be_.layernorm_forward(act(a.ln1[l]), act(a.ln1_mean[l]), act(a.ln1_rstd[l]), residual,
+                          w(p + "ln1.weight"), w(p + "ln1.bias"), N, C);               // (B, T, C)
+    be_.matmul_forward(act(a.qkv[l]), act(a.ln1[l]), w(p + "attn.qkv.weight"),
+                       w(p + "attn.qkv.bias"), N, C, 3 * C);                           // (B, T, 3C)
+    be_.attention_forward(act(a.atty[l]), act(a.att[l]), act(a.qkv[l]), B, T, C, NH);  // (B, T, C)
+    be_.matmul_forward(act(a.residual2[l]), act(a.atty[l]), w(p + "attn.proj.weight"),
+                       w(p + "attn.proj.bias"), N, C, C);                              // (B, T, C)
+    be_.accumulate(act(a.residual2[l]), residual, size_t(N) * C);                      // += x
+    // x + mlp(ln2(x))
+    be_.layernorm_forward(act(a.ln2[l]), act(a.ln2_mean[l]), act(a.ln2_rstd[l]), act(a.residual2[l]),
+                          w(p + "ln2.weight"), w(p + "ln2.bias"), N, C);               // (B, T, C)
+    be_.matmul_forward(act(a.fch[l]), act(a.ln2[l]), w(p + "mlp.fc.weight"),
+                       w(p + "mlp.fc.bias"), N, C, 4 * C);                             // (B, T, 4C)
+    be_.gelu_forward(act(a.fch_gelu[l]), act(a.fch[l]), size_t(N) * 4 * C);           // (B, T, 4C)
+    be_.matmul_forward(act(a.residual3[l]), act(a.fch_gelu[l]), w(p + "mlp.proj.weight"),
+                       w(p + "mlp.proj.bias"), N, 4 * C, C);                           // (B, T, C)
+    be_.accumulate(act(a.residual3[l]), act(a.residual2[l]), size_t(N) * C);          // += x
+    residual = act(a.residual3[l]);
+  }
+  be_.layernorm_forward(act(a.lnf), act(a.lnf_mean), act(a.lnf_rstd), residual, w("lnf.weight"),
+                        w("lnf.bias"), N, C);                                          // (B, T, C)
+  be_.matmul_forward(act(a.logits), act(a.lnf), w("wte"), nullptr, N, C, Vp);          // (B, T, Vp)
+  if (!have_targets_) return 0.0f;
+  be_.crossentropy_forward(act(a.losses), act(a.logits), targets_dev_, N, V, Vp);     // (B, T)
+  std::vector<float> losses(N);
+  be_.download(losses.data(), act(a.losses), losses.size() * sizeof(float));
+  double sum = 0.0;
+  for (float x : losses) sum += x;
+  return static_cast<float>(sum / N);
+}
+
+void GPT2::backward(float loss_scale) {
+  if (!have_targets_) fail("backward() needs a forward() with targets");
+  const int B = B_, T = T_;
+  const int C = shape_.d_model, NH = shape_.n_head, L = shape_.n_layer;
+  const int V = shape_.vocab_size, Vp = shape_.padded_vocab();
+  const int N = B * T;
+  const Acts& a = *a_;
+  auto act = [&](size_t h) { return acts_mem_ + acts_[h].offset; };
+  auto bytes = [&](size_t h) { return acts_[h].numel * sizeof(float); };
+  auto w = [&](const std::string& n) { return param(n); };
+  auto g = [&](const std::string& n) { return grad(n); };
+
+  // d(mean loss)/d logits, in place: the logits buffer becomes dlogits.
+  float* dlogits = act(a.logits);
+  be_.crossentropy_backward(dlogits, act(a.logits), targets_dev_, loss_scale / N, N, V, Vp);  // (B, T, Vp)
+  float* dres = act(a.d_residual);  // (B, T, C) gradient w.r.t. the current residual stream
+  be_.zero(act(a.d_ln), bytes(a.d_ln));
+  be_.matmul_backward(act(a.d_ln), g("wte"), nullptr, dlogits, act(a.lnf), w("wte"), N, C, Vp);
+  be_.zero(dres, bytes(a.d_residual));
+  const float* last_residual = L > 0 ? act(a.residual3[L - 1]) : act(a.encoded);
+  be_.layernorm_backward(dres, g("lnf.weight"), g("lnf.bias"), act(a.d_ln), last_residual,
+                         w("lnf.weight"), act(a.lnf_mean), act(a.lnf_rstd), N, C);
+
+  for (int l = L - 1; l >= 0; --l) {
+    const std::string p = "blocks." + std::to_string(l) + ".";
+    const float* residual_in = l > 0 ? act(a.residual3[l - 1]) : act(a.encoded);
+    // dres is d(residual3[l]). MLP branch: residual3 = residual2 + proj(gelu(fc(ln2(residual2)))).
+    be_.zero(act(a.d_fch_gelu), bytes(a.d_fch_gelu));
+    be_.matmul_backward(act(a.d_fch_gelu), g(p + "mlp.proj.weight"), g(p + "mlp.proj.bias"), dres,
+                        act(a.fch_gelu[l]), w(p + "mlp.proj.weight"), N, 4 * C, C);
+    be_.zero(act(a.d_fch), bytes(a.d_fch));
+    be_.gelu_backward(act(a.d_fch), act(a.fch[l]), act(a.d_fch_gelu), size_t(N) * 4 * C);
+    be_.zero(act(a.d_ln), bytes(a.d_ln));
+    be_.matmul_backward(act(a.d_ln), g(p + "mlp.fc.weight"), g(p + "mlp.fc.bias"), act(a.d_fch),
+                        act(a.ln2[l]), w(p + "mlp.fc.weight"), N, C, 4 * C);
+    be_.layernorm_backward(dres, g(p + "ln2.weight"), g(p + "ln2.bias"), act(a.d_ln),
+                           act(a.residual2[l]), w(p + "ln2.weight"), act(a.ln2_mean[l]),
+                           act(a.ln2_rstd[l]), N, C);
+    // dres is now d(residual2[l]). Attention branch: residual2 = x + proj(attn(qkv(ln1(x)))).
+    be_.zero(act(a.d_atty), bytes(a.d_atty));
+    be_.matmul_backward(act(a.d_atty), g(p + "attn.proj.weight"), g(p + "attn.proj.bias"), dres,
+                        act(a.atty[l]), w(p + "attn.proj.weight"), N, C, C);
+    be_.zero(act(a.d_qkv), bytes(a.d_qkv));
+    be_.attention_backward(act(a.d_qkv), act(a.d_att_scratch), act(a.d_atty), act(a.qkv[l]),
+                           act(a.att[l]), B, T, C, NH);
+    be_.zero(act(a.d_ln), bytes(a.d_ln));
+    be_.matmul_backward(act(a.d_ln), g(p + "attn.qkv.weight"), g(p + "attn.qkv.bias"), act(a.d_qkv),
+                        act(a.ln1[l]), w(p + "attn.qkv.weight"), N, C, 3 * C);
+    be_.layernorm_backward(dres, g(p + "ln1.weight"), g(p + "ln1.bias"), act(a.d_ln), residual_in,
+                           w(p + "ln1.weight"), act(a.ln1_mean[l]), act(a.ln1_rstd[l]), N, C);
+    // dres is now d(residual3[l-1]) = d(block input).
+  }
+  be_.encoder_backward(g("wte"), g("wpe"), dres, tokens_dev_, B, T, C);
+  have_targets_ = false;  // the logits buffer now holds dlogits
+}
+
+std::vector<float> GPT2::logits_host() const {
+  const TensorSpec& s = acts_[a_->logits];
+  std::vector<float> out(size_t(B_) * T_ * shape_.padded_vocab());
+  be_.download(out.data(), acts_mem_ + s.offset, out.size() * sizeof(float));
+  return out;
+}
+
+std::vector<float> GPT2::losses_host() const {
+  const TensorSpec& s = acts_[a_->losses];
+  std::vector<float> out(size_t(B_) * T_);
+  be_.download(out.data(), acts_mem_ + s.offset, out.size() * sizeof(float));
+  return out;
+}
+
+double GPT2::flops_per_token(int T) const {
+  // 6 FLOPs per matmul parameter per token (2 forward, 4 backward) — every parameter but the
+  // position embedding takes part in a matmul (wte through the tied LM head) — plus the
+  // attention scores and weighted sum: 2·2·T·C per layer forward (full, not halved for the
+  // causal mask, as in PaLM/nanoGPT's MFU), ×3 for forward + backward.
+  const double n_matmul = double(num_parameters() - params_.at("wpe").numel);
+  return 6.0 * n_matmul + 12.0 * shape_.n_layer * shape_.d_model * double(T);
+}
+
+}  // namespace competelm

@@ -1,0 +1,40 @@
+#pragma once
+// Saving and restoring everything a run needs to continue bit-for-bit: parameters,
+// optimizer moments and step, the data loader position, the loss statistics, the config.
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "backend/backend.hpp"
+#include "config/config.hpp"
+#include "data/loader.hpp"
+#include "model/gpt2.hpp"
+#include "train/adamw.hpp"
+
+namespace competelm {
+
+struct TrainState {
+  int64_t step = 0;              // optimizer steps completed
+  uint64_t tokens_seen = 0;      // global tokens consumed by training
+  LoaderState train_loader;      // position of the next training batch
+  double loss_ema = 0.0;         // running mean of the loss (spike detection)
+  int64_t loss_ema_count = 0;
+  double last_loss = 0.0;
+  double last_val_loss = -1.0;   // < 0: none yet
+};
+
+// Writes run_dir/checkpoints/step_<step>/ atomically; returns its path.
+std::string save_run_checkpoint(const std::string& run_dir, const Config& cfg, GPT2& model,
+                                AdamW& opt, const TrainState& state, Backend& backend);
+
+// Restores model, optimizer and state from a verified checkpoint directory. The model shape
+// in the checkpoint must match cfg's: a mismatch is refused naming the key that differs.
+TrainState load_run_checkpoint(const std::string& dir, const Config& cfg, GPT2& model, AdamW& opt,
+                               Backend& backend);
+
+// The checkpoint to resume from: the newest complete one. If it fails verification the run
+// is refused, unless `fallback` lets it use the next older one (with a warning).
+// Returns nullopt when the run has no checkpoint.
+std::optional<std::string> find_resume_checkpoint(const std::string& run_dir, bool fallback);
+
+}  // namespace competelm

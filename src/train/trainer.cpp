@@ -1,0 +1,309 @@
+#include "train/trainer.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <sstream>
+
+#include "backend/backend.hpp"
+#include "backend/cpu/gemm_bench.hpp"
+#include "checkpoint/checkpoint.hpp"
+#include "core/error.hpp"
+#include "core/json.hpp"
+#include "data/loader.hpp"
+#include "model/gpt2.hpp"
+#include "tokenizer/gpt2_tokenizer.hpp"
+#include "train/adamw.hpp"
+#include "train/lr_schedule.hpp"
+#include "train/run_logger.hpp"
+#include "train/run_state.hpp"
+#include "train/sampler.hpp"
+#include "train/signals.hpp"
+
+namespace competelm {
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// Gradient accumulation: how many micro-steps make one optimizer step of batch_tokens.
+int accumulation_steps(const Config& cfg, const DistInfo& dist) {
+  const int64_t per_micro = int64_t(dist.world) * cfg.train.micro_batch * cfg.model.seq_len;
+  if (cfg.train.batch_tokens == 0) return 1;
+  if (cfg.train.batch_tokens % per_micro != 0) {
+    const int64_t lo = std::max<int64_t>(1, cfg.train.batch_tokens / per_micro) * per_micro;
+    fail_hint(fmt::format("use a multiple of {}, e.g. {} or {}", per_micro, lo, lo + per_micro),
+              "train.batch_tokens = {} is not a multiple of world ({}) × train.micro_batch ({}) × "
+              "model.seq_len ({}) = {} tokens per micro-step",
+              cfg.train.batch_tokens, dist.world, cfg.train.micro_batch, cfg.model.seq_len, per_micro);
+  }
+  return static_cast<int>(cfg.train.batch_tokens / per_micro);
+}
+
+std::string fmt_duration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "?";
+  const long s = std::lround(seconds);
+  if (s >= 3600) return fmt::format("{}h{:02}m", s / 3600, (s % 3600) / 60);
+  if (s >= 60) return fmt::format("{}m{:02}s", s / 60, s % 60);
+  return fmt::format("{}s", s);
+}
+
+std::string fmt_rate(double x) {
+  if (x >= 1e6) return fmt::format("{:.2f}M", x / 1e6);
+  if (x >= 1e3) return fmt::format("{:.1f}k", x / 1e3);
+  return fmt::format("{:.0f}", x);
+}
+
+// Keeps metrics.jsonl consistent after a resume: drops records of steps after `step`
+// (they belong to the interrupted continuation that is about to be redone).
+void truncate_metrics_after(const std::string& path, int64_t step) {
+  std::ifstream in(path);
+  if (!in) return;
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    const auto pos = line.find("\"step\":");
+    if (pos != std::string::npos && std::strtoll(line.c_str() + pos + 7, nullptr, 10) > step) continue;
+    kept += line + "\n";
+  }
+  in.close();
+  std::ofstream out(path, std::ios::trunc);
+  out << kept;
+}
+
+ModelShape shape_of(const Config& cfg) {
+  ModelShape s;
+  s.n_layer = cfg.model.n_layer;
+  s.d_model = cfg.model.d_model;
+  s.n_head = cfg.model.n_head;
+  s.seq_len = cfg.model.seq_len;
+  s.vocab_size = cfg.model.vocab_size;
+  return s;
+}
+
+}  // namespace
+
+int train(const Config& cfg, const TrainerOptions& opts, const DistInfo& dist) {
+  // ---- run directory, logging ----------------------------------------------------------------
+  fs::create_directories(cfg.run.dir);
+  auto log = make_run_logger(cfg.run.dir, cfg.log.level, opts.quiet, dist.is_main());
+  if (dist.is_main()) {
+    std::ofstream(cfg.run.dir + "/config.yaml") << to_yaml(cfg);
+  }
+  const int B = cfg.train.micro_batch, T = cfg.model.seq_len;
+  const int accum = accumulation_steps(cfg, dist);
+  const int64_t tokens_per_step = int64_t(accum) * dist.world * B * T;
+
+  // ---- backend, model, optimizer -----------------------------------------------------------------
+  std::unique_ptr<Backend> backend = make_backend(cfg.run.device, cfg.run.threads);
+  ModelInit init;
+  init.std = cfg.model.init_std;
+  init.decay_embeddings = cfg.optim.decay_embeddings;
+  init.decay_norms = cfg.optim.decay_norms;
+  GPT2 model(*backend, shape_of(cfg), init, B, T);
+  model.init_weights(cfg.run.seed);
+  AdamW opt(*backend, model.params(),
+            AdamWOptions{cfg.optim.beta1, cfg.optim.beta2, cfg.optim.eps, cfg.optim.weight_decay});
+  LrSchedule schedule{cfg.optim.schedule, cfg.optim.lr,         cfg.optim.min_lr_frac,
+                      cfg.optim.warmup_steps, cfg.train.steps, cfg.optim.wsd_decay_frac};
+
+  // ---- data -------------------------------------------------------------------------------------
+  LoaderOptions lo;
+  lo.pattern = cfg.data.train;
+  lo.config_key = "data.train";
+  lo.B = B;
+  lo.T = T;
+  lo.rank = dist.rank;
+  lo.world = dist.world;
+  lo.seed = cfg.run.seed;
+  lo.shuffle = cfg.data.shuffle;
+  DataLoader train_loader(lo);
+  std::optional<DataLoader> val_loader;
+  if (cfg.eval.every > 0) {
+    LoaderOptions vo = lo;
+    vo.pattern = cfg.data.val;
+    vo.config_key = "data.val";
+    vo.shuffle = false;
+    val_loader.emplace(vo);
+  }
+  std::optional<Gpt2Tokenizer> tokenizer;
+  if (cfg.eval.sample_every > 0 && dist.is_main()) {
+    const std::string dir = cfg.eval.tokenizer_dir;
+    try {
+      tokenizer.emplace(Gpt2Tokenizer::load(dir + "/encoder.json", dir + "/vocab.bpe"));
+    } catch (const Error& e) {
+      log->warn("sampling disabled: {} (eval.tokenizer_dir = {})", e.what(), dir);
+    }
+  }
+
+  // ---- resume -------------------------------------------------------------------------------------
+  TrainState state;
+  std::optional<std::string> resume_dir;
+  if (!opts.resume_from.empty()) resume_dir = opts.resume_from;
+  else if (opts.resume || cfg.checkpoint.resume == "auto")
+    resume_dir = find_resume_checkpoint(cfg.run.dir, cfg.checkpoint.fallback);
+  if (resume_dir) {
+    state = load_run_checkpoint(*resume_dir, cfg, model, opt, *backend);
+    train_loader.restore(state.train_loader);
+    if (dist.is_main()) truncate_metrics_after(cfg.run.dir + "/metrics.jsonl", state.step);
+    log->info("resumed from {} at step {}", *resume_dir, state.step);
+  } else if (opts.resume) {
+    log->info("no checkpoint in {}/checkpoints: starting from scratch", cfg.run.dir);
+  }
+
+  // ---- announce --------------------------------------------------------------------------------------
+  const double flops_per_step = model.flops_per_token(T) * double(tokens_per_step);
+  double peak_flops = 0.0;  // per process; MFU = achieved / peak
+  if (backend->name() == "cpu") {
+    // No datasheet peak for an arbitrary CPU: use what a large sgemm reaches here.
+    peak_flops = measure_sgemm_gflops(1024, 1024, 1024, 3) * 1e9;
+  }
+  log->info("competelm: {} backend, {} rank(s), model {} layers × {} d_model × {} heads, {:.2f}M parameters",
+            backend->name(), dist.world, cfg.model.n_layer, cfg.model.d_model, cfg.model.n_head,
+            model.num_parameters() / 1e6);
+  log->info("batch: {} tokens/step = {} rank(s) × {} micro-steps × {} seqs × {} tokens; {} steps; "
+            "train data {} tokens in {} shard(s)",
+            tokens_per_step, dist.world, accum, B, T, cfg.train.steps, train_loader.total_tokens(),
+            train_loader.shards().size());
+  log->info("run dir: {} (train.log, metrics.jsonl, checkpoints/)", cfg.run.dir);
+
+  install_stop_signal_handlers();
+  std::ofstream metrics;
+  if (dist.is_main()) metrics.open(cfg.run.dir + "/metrics.jsonl", std::ios::app);
+
+  std::vector<int32_t> inputs(size_t(B) * T), targets(size_t(B) * T);
+  const float inv_accum = 1.0f / float(accum);
+  double ms_sum = 0.0;  // for the ETA: mean step time since the start of this process
+  int ms_count = 0;
+  int64_t last_saved = resume_dir ? state.step : -1;
+
+  auto save = [&](const char* why) {
+    state.train_loader = train_loader.state();
+    const std::string dir = save_run_checkpoint(cfg.run.dir, cfg, model, opt, state, *backend);
+    prune_checkpoints(cfg.run.dir, cfg.checkpoint.keep);
+    last_saved = state.step;
+    log->info("checkpoint ({}): {}", why, dir);
+  };
+
+  auto validate = [&]() -> double {
+    val_loader->reset();
+    double sum = 0.0;
+    for (int i = 0; i < cfg.eval.val_batches; ++i) {
+      val_loader->next_batch(inputs.data(), targets.data());
+      sum += model.forward(inputs.data(), targets.data(), B, T);
+    }
+    return sum / cfg.eval.val_batches;
+  };
+
+  while (state.step < cfg.train.steps) {
+    const auto t0 = Clock::now();
+    const int64_t step = state.step;  // 0-based index of this optimizer step
+    const float lr = schedule.at(static_cast<int>(step));
+
+    // ---- forward + backward over the micro-steps ---------------------------------------------
+    model.zero_grad();
+    double loss_sum = 0.0;
+    for (int micro = 0; micro < accum; ++micro) {
+      train_loader.next_batch(inputs.data(), targets.data());
+      loss_sum += model.forward(inputs.data(), targets.data(), B, T);
+      model.backward(inv_accum);  // grads of the mean loss over the whole step
+    }
+    const double loss = loss_sum / accum;
+    const double grad_norm = global_grad_norm(*backend, model.params(), model.grad_buffer());
+
+    // ---- NaN / Inf guard: never let a bad step reach the weights or a checkpoint ------------------
+    if (!std::isfinite(loss) || !std::isfinite(grad_norm)) {
+      if (cfg.train.on_nan == "skip") {
+        log->warn("step {}: non-finite loss {} / grad norm {}: update skipped (train.on_nan = skip)",
+                  step + 1, loss, grad_norm);
+        state.step++;
+        state.tokens_seen += tokens_per_step;
+        continue;
+      }
+      log->error("step {}: non-finite loss {} / grad norm {}: stopping (train.on_nan = stop). "
+                 "The last good checkpoint is {}",
+                 step + 1, loss, grad_norm,
+                 last_saved >= 0 ? fmt::format("step {}", last_saved) : std::string("none"));
+      return 3;
+    }
+
+    // ---- update -------------------------------------------------------------------------------------
+    const float clip = cfg.optim.grad_clip;
+    const float grad_scale = (clip > 0.0f && grad_norm > clip) ? float(clip / grad_norm) : 1.0f;
+    opt.step(model.param_buffer(), model.grad_buffer(), lr, grad_scale);
+    backend->synchronize();
+    const double step_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+
+    state.step++;
+    state.tokens_seen += tokens_per_step;
+    state.last_loss = loss;
+    // Loss-spike detection against a running mean (after a short burn-in).
+    if (cfg.train.spike_factor > 0 && state.loss_ema_count >= 20 &&
+        loss > cfg.train.spike_factor * state.loss_ema)
+      log->warn("step {}: loss spike {:.4f} (running mean {:.4f}, train.spike_factor {})", state.step, loss,
+                state.loss_ema, cfg.train.spike_factor);
+    state.loss_ema = state.loss_ema_count == 0 ? loss : 0.95 * state.loss_ema + 0.05 * loss;
+    state.loss_ema_count++;
+
+    // ---- validation and samples ----------------------------------------------------------------------
+    const bool last = state.step == cfg.train.steps;
+    std::optional<double> val_loss;
+    if (val_loader && (state.step % cfg.eval.every == 0 || last)) {
+      val_loss = validate();
+      state.last_val_loss = *val_loss;
+    }
+
+    // ---- log ---------------------------------------------------------------------------------------
+    ms_sum += step_ms;
+    ms_count++;
+    const double tok_s = tokens_per_step / (step_ms / 1e3);
+    const double mfu = peak_flops > 0 ? flops_per_step / dist.world / (step_ms / 1e3) / peak_flops : 0.0;
+    if (state.step % cfg.log.every == 0 || last || val_loss) {
+      const double eta = (ms_sum / ms_count) * double(cfg.train.steps - state.step) / 1e3;
+      log->info("step {:>6}/{} | loss {:.4f}{} | lr {:.2e} | norm {:.3f} | {:.1f} ms | {} tok/s | MFU {:.1f}% | ETA {}",
+                state.step, cfg.train.steps, loss,
+                val_loss ? fmt::format(" | val {:.4f}", *val_loss) : std::string(), lr, grad_norm, step_ms,
+                fmt_rate(tok_s), 100.0 * mfu, fmt_duration(eta));
+      if (metrics.is_open()) {
+        JsonObject rec;
+        rec.add("step", state.step);
+        rec.add("loss", loss);
+        rec.add("lr", double(lr));
+        rec.add("grad_norm", grad_norm);
+        rec.add("step_ms", step_ms);
+        rec.add("tokens_per_s", tok_s);
+        rec.add("mfu", mfu);
+        rec.add("tokens_seen", static_cast<int64_t>(state.tokens_seen));
+        if (val_loss) rec.add("val_loss", *val_loss);
+        metrics << rec.str() << '\n';
+        metrics.flush();
+      }
+    }
+    if (tokenizer && (state.step % cfg.eval.sample_every == 0 || last)) {
+      SampleOptions so;
+      so.max_new_tokens = cfg.eval.sample_tokens;
+      so.temperature = cfg.eval.temperature;
+      so.seed = cfg.run.seed ^ uint64_t(state.step);
+      std::vector<uint32_t> prompt = tokenizer->encode(cfg.eval.prompt);
+      if (prompt.empty()) prompt.push_back(tokenizer->eot());
+      const auto out = sample_tokens(model, T, prompt, so);
+      log->info("sample @ step {}: {}{}", state.step, cfg.eval.prompt, tokenizer->decode(out));
+    }
+
+    // ---- checkpoints and signals ----------------------------------------------------------------------
+    if (cfg.checkpoint.every > 0 && state.step % cfg.checkpoint.every == 0) save("periodic");
+    if (stop_requested()) {
+      log->warn("signal {} received: checkpointing at step {} and exiting", stop_signal(), state.step);
+      if (last_saved != state.step) save("signal");
+      return 0;
+    }
+  }
+  if (cfg.checkpoint.at_end && last_saved != state.step) save("end of run");
+  log->info("done: {} steps, final loss {:.4f}{}", state.step, state.last_loss,
+            state.last_val_loss >= 0 ? fmt::format(", val loss {:.4f}", state.last_val_loss) : std::string());
+  return 0;
+}
+
+}  // namespace competelm
