@@ -41,7 +41,7 @@ echo "== competelm ($BENCH): L=$L C=$C NH=$NH V=$V B=$B T=$T threads=$THREADS"
 "$BENCH" "$CONFIG" --set run.device=cpu --set run.threads="$THREADS" \
   --set model.n_layer="$L" --set model.d_model="$C" --set model.n_head="$NH" \
   --set model.vocab_size="$V" --set model.seq_len="$T" --set train.micro_batch="$B" \
-  --steps "$STEPS" | tee "$tmp/ours.txt"
+  --steps "$STEPS" --warmup "$WARMUP" --no-profile | tee "$tmp/ours.txt"
 ours=$(ms_of "$tmp/ours.txt")
 
 echo "== PyTorch eager fp32"
