@@ -23,11 +23,20 @@ struct LoadedTensor {
   std::vector<float> data;
 };
 
+// One file of a checkpoint as listed in its meta.json.
+struct CheckpointFile {
+  std::string name;
+  uint64_t bytes = 0;
+  uint64_t checksum = 0;  // checksum64 of the whole file
+};
+
 class CheckpointWriter {
  public:
   // Starts checkpoints/step_<step>.tmp-<pid>/ under run_dir (removing a stale one).
   CheckpointWriter(const std::string& run_dir, int64_t step);
   ~CheckpointWriter();  // an uncommitted checkpoint's temporary directory is removed
+  CheckpointWriter(const CheckpointWriter&) = delete;
+  CheckpointWriter& operator=(const CheckpointWriter&) = delete;
 
   // file_name is a plain name such as "model.bin". Each call writes and fsyncs one file.
   void write_tensors(const std::string& file_name, const std::vector<NamedTensor>& tensors);
@@ -43,7 +52,10 @@ class CheckpointWriter {
   std::string run_dir_, tmp_dir_, final_dir_;
   int64_t step_;
   bool committed_ = false;
-  std::vector<std::string> files_;
+  int lock_fd_ = -1;  // tmp_dir_ opened and flock()ed: tells prune_checkpoints it is live
+  std::vector<CheckpointFile> files_;
+
+  void abandon() noexcept;  // removes tmp_dir_; the writer accepts no more calls
 };
 
 class Checkpoint {
@@ -57,11 +69,14 @@ class Checkpoint {
   std::map<std::string, LoadedTensor> read_tensors(const std::string& file_name) const;
   std::string read_text(const std::string& file_name) const;
   bool has_file(const std::string& file_name) const;
+  const std::vector<CheckpointFile>& files() const { return files_; }
 
  private:
   std::string dir_;
   int64_t step_ = 0;
-  std::vector<std::string> files_;
+  std::vector<CheckpointFile> files_;
+
+  const CheckpointFile& file(const std::string& file_name) const;  // throws if not listed
 };
 
 // Committed checkpoint directories of a run, oldest first (temporary ones are ignored).

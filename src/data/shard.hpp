@@ -33,6 +33,27 @@ ShardInfo read_shard_header(const std::string& path);
 // Reads tokens [first, first+count) of a validated shard into out (as uint32).
 void read_shard_tokens(const ShardInfo& shard, uint64_t first, uint64_t count, uint32_t* out);
 
+// An open, validated shard for repeated reads (the loader reads one window per sample
+// without reopening the file). Reads go through pread, so one reader may serve one thread
+// at a time without seeking; a file that shrank since validation gives an Error, not a crash.
+class ShardReader {
+ public:
+  explicit ShardReader(ShardInfo info);  // opens the file read-only
+  ~ShardReader();
+  ShardReader(ShardReader&& other) noexcept;
+  ShardReader& operator=(ShardReader&& other) noexcept;
+  ShardReader(const ShardReader&) = delete;
+  ShardReader& operator=(const ShardReader&) = delete;
+
+  // Tokens [first, first+count) as uint32; bounds-checked against the header's count.
+  void read(uint64_t first, uint64_t count, uint32_t* out) const;
+  const ShardInfo& info() const { return info_; }
+
+ private:
+  ShardInfo info_;
+  int fd_ = -1;
+};
+
 // Writes a whole shard atomically (temp file + rename). version 1 requires every token
 // < 65536 (throws otherwise, naming the token and its position).
 void write_shard(const std::string& path, std::span<const uint32_t> tokens,

@@ -1,0 +1,443 @@
+// Checkpoint storage: directory layout, commit protocol, verification, listing, pruning.
+//
+// ---- Layout ------------------------------------------------------------------------------
+//   <run_dir>/checkpoints/step_00001000/           committed (8+ digit zero-padded step)
+//       model.bin, optim.bin, ...                  tensor files (format below)
+//       config.yaml, rng.txt, ...                  opaque text / blobs
+//       meta.json                                  written last; its presence = committed
+//   <run_dir>/checkpoints/step_00001000.tmp-<pid>  being written (or left by a crash)
+//
+// meta.json (version 1):
+//   {"format": "competelm-checkpoint", "version": 1, "step": 1000,
+//    "time_utc": "2024-05-01T12:00:00Z", <extra fields from the caller>,
+//    "files": {"model.bin": {"bytes": 497759232, "checksum": "<16 hex digits>"}, ...},
+//    "meta_checksum": "<16 hex digits>"}
+//   checksum = checksum64 (XXH64, seed 0) of the whole file, lowercase hex; meta_checksum is
+//   the same over meta.json itself with its own 16 digits replaced by '0' (always last).
+//
+// Commit protocol: every file is written with checked write() calls and fsynced; meta.json
+// is written and fsynced last; the temporary directory is fsynced; it is renamed onto the
+// final name (atomically exchanged with an existing checkpoint of the same step, which is
+// then deleted) and the checkpoints/ directory is fsynced. A crash at any point leaves
+// either the complete new checkpoint or none, and earlier checkpoints are never modified.
+// The writer holds flock() on its temporary directory so that prune_checkpoints can tell a
+// live writer's directory from one abandoned by a crashed process (pids get reused).
+//
+// ---- Tensor file format "CLMTENS" version 1 (stable; little-endian throughout) -----------
+//   offset 0   char[8]   magic "CLMTENS\0"
+//          8   uint32    version = 1
+//         12   uint32    count (number of tensors)
+//         16   count directory entries, each:
+//                uint32    name length L (1..4096)
+//                char[L]   name (UTF-8, no terminator), unique within the file
+//                uint32    dtype (0 = f32; no other value defined in version 1)
+//                uint32    ndim (0..8)
+//                int64     dims[ndim] (each >= 0; numel = product, 1 for ndim = 0)
+//                uint64    data offset from the file start, a multiple of 64
+//   then the data blocks, numel * 4 bytes each, in directory order, each starting at its
+//   offset (zero padding in between), not overlapping the directory or each other; the file
+//   ends exactly where the last block ends (at the directory end when count = 0).
+// Readers validate all of this before allocating (name/ndim/count caps, shape overflow,
+// every block inside the file) and throw competelm::Error naming file, tensor and offset.
+// An incompatible change must bump the version; readers reject versions they do not know.
+#include "checkpoint/checkpoint.hpp"
+
+#include <fcntl.h>
+#include <stdio.h>  // renameat2, RENAME_EXCHANGE (glibc >= 2.28)
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <ctime>
+#include <filesystem>
+#include <optional>
+#include <system_error>
+
+#include "checkpoint/file_io.hpp"
+#include "checkpoint/tensor_file.hpp"
+#include "core/error.hpp"
+#include "core/fs_util.hpp"
+#include "core/json.hpp"
+
+namespace competelm {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kMetaFile = "meta.json";
+constexpr const char* kMetaFormat = "competelm-checkpoint";
+constexpr int64_t kMetaVersion = 1;
+constexpr uint64_t kMaxMetaBytes = 16u << 20;  // meta.json is tiny; refuse to slurp garbage
+
+// meta.json protects itself: its last member is "meta_checksum": checksum64 of the file's
+// exact bytes with those 16 hex digits replaced by '0'. A flipped byte anywhere in it is
+// detected, not just in the per-file entries.
+constexpr const char* kMetaChecksumKey = "meta_checksum";
+
+// Position of the 16 hex digits of meta_checksum in the text, or npos.
+size_t meta_checksum_pos(const std::string& text) {
+  const std::string needle = fmt::format("\"{}\": \"", kMetaChecksumKey);
+  size_t at = text.rfind(needle);
+  if (at == std::string::npos || at + needle.size() + 16 > text.size()) return std::string::npos;
+  return at + needle.size();
+}
+
+uint64_t meta_checksum_of(std::string text, size_t digits_pos) {
+  text.replace(digits_pos, 16, 16, '0');
+  return checksum64(text.data(), text.size());
+}
+
+void seal_meta(std::string& text) {
+  size_t pos = meta_checksum_pos(text);
+  CLM_ASSERT(pos != std::string::npos);
+  text.replace(pos, 16, checksum_hex(meta_checksum_of(text, pos)));
+}
+
+std::string checkpoints_dir(const std::string& run_dir) { return run_dir + "/checkpoints"; }
+
+std::string step_dir_name(int64_t step) { return fmt::format("step_{:08d}", step); }
+
+// "step_00001000" → 1000; nullopt for anything else (temporary dirs included).
+std::optional<int64_t> parse_step_dir_name(const std::string& name) {
+  constexpr std::string_view kPrefix = "step_";
+  if (name.size() < kPrefix.size() + 8 || name.size() > kPrefix.size() + 18) return std::nullopt;
+  if (name.compare(0, kPrefix.size(), kPrefix) != 0) return std::nullopt;
+  int64_t step = 0;
+  for (size_t i = kPrefix.size(); i < name.size(); ++i) {
+    if (name[i] < '0' || name[i] > '9') return std::nullopt;
+    step = step * 10 + (name[i] - '0');
+  }
+  return step;
+}
+
+bool is_temporary_dir_name(const std::string& name) {
+  return name.rfind("step_", 0) == 0 && name.find(".tmp-") != std::string::npos;
+}
+
+// A file name inside a checkpoint directory: one plain path component.
+void check_file_name(const std::string& name, const std::string& context) {
+  if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos ||
+      name.find('\0') != std::string::npos)
+    fail("{}: invalid checkpoint file name '{}' (must be a plain file name)", context, name);
+}
+
+std::string utc_now_iso8601() {
+  std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+// Opens `dir` and takes an exclusive flock on it without blocking. Returns the fd, or -1 if
+// another open file description holds the lock (a live writer, possibly in this process).
+int try_lock_dir(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) fail_io("cannot open directory", dir, errno);
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int err = errno;
+    ::close(fd);
+    if (err == EWOULDBLOCK) return -1;
+    fail_io("cannot lock directory", dir, err);
+  }
+  return fd;
+}
+
+void remove_tree(const std::string& path) {
+  std::error_code ec;
+  fs::remove_all(path, ec);
+  if (ec) fail("cannot remove {}: {}", path, ec.message());
+}
+
+// Moves `from` onto `to`, which may hold an older checkpoint of the same step: exchanged
+// atomically where the filesystem supports it, else moved aside first; the old one is
+// deleted only once the new one is in place.
+void install_dir(const std::string& from, const std::string& to) {
+  if (::rename(from.c_str(), to.c_str()) == 0) return;
+  if (errno != ENOTEMPTY && errno != EEXIST) fail_io("cannot rename " + from + " to", to, errno);
+  if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_EXCHANGE) == 0) {
+    remove_tree(from);  // now holds the replaced checkpoint
+    return;
+  }
+  if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP)
+    fail_io("cannot exchange " + from + " with", to, errno);
+  const std::string aside = from + ".old";
+  if (::rename(to.c_str(), aside.c_str()) != 0) fail_io("cannot move aside", to, errno);
+  if (::rename(from.c_str(), to.c_str()) != 0) {
+    int err = errno;
+    ::rename(aside.c_str(), to.c_str());  // put the old checkpoint back
+    fail_io("cannot rename " + from + " to", to, err);
+  }
+  remove_tree(aside);
+}
+
+}  // namespace
+
+// ---- CheckpointWriter ------------------------------------------------------------------
+
+CheckpointWriter::CheckpointWriter(const std::string& run_dir, int64_t step)
+    : run_dir_(run_dir), step_(step) {
+  if (step < 0) fail("checkpoint step must be >= 0, got {}", step);
+  const std::string parent = checkpoints_dir(run_dir);
+  std::error_code ec;
+  fs::create_directories(parent, ec);
+  if (ec) fail("cannot create checkpoint directory {}: {}", parent, ec.message());
+  final_dir_ = parent + "/" + step_dir_name(step);
+  const std::string tmp = final_dir_ + ".tmp-" + std::to_string(::getpid());
+  if (fs::exists(tmp, ec)) {  // left by an earlier writer of this process for the same step
+    int fd = try_lock_dir(tmp);
+    if (fd < 0) fail("{}: another CheckpointWriter for step {} is still open", tmp, step);
+    ::close(fd);
+    remove_tree(tmp);
+  }
+  if (::mkdir(tmp.c_str(), 0755) != 0) fail_io("cannot create", tmp, errno);
+  tmp_dir_ = tmp;
+  try {
+    lock_fd_ = try_lock_dir(tmp_dir_);
+    CLM_ASSERT(lock_fd_ >= 0);
+  } catch (...) {
+    abandon();
+    throw;
+  }
+}
+
+CheckpointWriter::~CheckpointWriter() {
+  if (!committed_) abandon();
+}
+
+void CheckpointWriter::abandon() noexcept {
+  if (!tmp_dir_.empty()) {
+    std::error_code ec;
+    fs::remove_all(tmp_dir_, ec);  // best effort: prune_checkpoints retries stale ones
+    tmp_dir_.clear();
+  }
+  if (lock_fd_ >= 0) {
+    ::close(lock_fd_);
+    lock_fd_ = -1;
+  }
+  files_.clear();
+}
+
+void CheckpointWriter::write_tensors(const std::string& file_name, const std::vector<NamedTensor>& tensors) {
+  if (committed_ || tmp_dir_.empty())
+    fail("checkpoint step {}: write_tensors('{}') after commit or after a failure", step_, file_name);
+  try {
+    check_file_name(file_name, tmp_dir_);
+    if (file_name == kMetaFile) fail("{}: '{}' is reserved", tmp_dir_, file_name);
+    for (const auto& f : files_)
+      if (f.name == file_name) fail("{}: '{}' written twice", tmp_dir_, file_name);
+    CheckpointFileWriter out(file_name, tmp_dir_);
+    write_tensor_file(out, tensors, tmp_dir_ + "/" + file_name);
+    files_.push_back(out.finish());
+  } catch (...) {
+    abandon();
+    throw;
+  }
+}
+
+void CheckpointWriter::write_text(const std::string& file_name, const std::string& text) {
+  if (committed_ || tmp_dir_.empty())
+    fail("checkpoint step {}: write_text('{}') after commit or after a failure", step_, file_name);
+  try {
+    check_file_name(file_name, tmp_dir_);
+    if (file_name == kMetaFile) fail("{}: '{}' is reserved", tmp_dir_, file_name);
+    for (const auto& f : files_)
+      if (f.name == file_name) fail("{}: '{}' written twice", tmp_dir_, file_name);
+    CheckpointFileWriter out(file_name, tmp_dir_);
+    out.write(text.data(), text.size());
+    files_.push_back(out.finish());
+  } catch (...) {
+    abandon();
+    throw;
+  }
+}
+
+std::string CheckpointWriter::commit(const std::string& extra_json_fields) {
+  if (committed_ || tmp_dir_.empty())
+    fail("checkpoint step {}: commit() called twice or after a failure", step_);
+  try {
+    std::string extra = extra_json_fields;
+    extra.erase(0, extra.find_first_not_of(" \t\r\n"));
+    extra.erase(extra.find_last_not_of(" \t\r\n,") + 1);
+    if (!extra.empty()) parse_json("{" + extra + "}", "checkpoint extra_json_fields");
+
+    std::string meta = "{\n";
+    meta += fmt::format("  \"format\": {},\n", json_quote(kMetaFormat));
+    meta += fmt::format("  \"version\": {},\n", kMetaVersion);
+    meta += fmt::format("  \"step\": {},\n", step_);
+    meta += fmt::format("  \"time_utc\": {},\n", json_quote(utc_now_iso8601()));
+    if (!extra.empty()) meta += "  " + extra + ",\n";
+    meta += "  \"files\": {";
+    for (size_t i = 0; i < files_.size(); ++i) {
+      const CheckpointFile& f = files_[i];
+      meta += fmt::format("{}\n    {}: {{\"bytes\": {}, \"checksum\": \"{}\"}}", i ? "," : "",
+                          json_quote(f.name), f.bytes, checksum_hex(f.checksum));
+    }
+    meta += files_.empty() ? "},\n" : "\n  },\n";
+    meta += fmt::format("  \"{}\": \"{}\"\n}}\n", kMetaChecksumKey, std::string(16, '0'));
+    seal_meta(meta);
+    // Catches extra fields that collide with ours (duplicate keys are rejected).
+    parse_json(meta, "checkpoint meta.json (check extra_json_fields)");
+
+    CheckpointFileWriter out(kMetaFile, tmp_dir_);
+    out.write(meta.data(), meta.size());
+    out.finish();
+    if (::fsync(lock_fd_) != 0) fail_io("fsync failed for directory", tmp_dir_, errno);
+    install_dir(tmp_dir_, final_dir_);
+  } catch (...) {
+    abandon();
+    throw;
+  }
+  // The checkpoint is in place; from here on nothing may delete it.
+  committed_ = true;
+  tmp_dir_.clear();
+  ::close(lock_fd_);
+  lock_fd_ = -1;
+  fsync_dir(checkpoints_dir(run_dir_));
+  fsync_dir(run_dir_);
+  return final_dir_;
+}
+
+// ---- Checkpoint (reader) ---------------------------------------------------------------
+
+Checkpoint::Checkpoint(const std::string& dir) : dir_(dir) {
+  const std::string meta_path = dir + "/" + kMetaFile;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) fail("checkpoint {}: not a directory", dir);
+  auto meta_size = fs::file_size(meta_path, ec);
+  if (ec)
+    fail_hint("an interrupted save leaves no meta.json; use an earlier checkpoint",
+              "checkpoint {}: cannot read meta.json: {}", dir, ec.message());
+  if (meta_size > kMaxMetaBytes) fail("{}: implausibly large ({} bytes)", meta_path, meta_size);
+  const std::string meta_text = read_file(meta_path);
+  const JsonValue meta = parse_json(meta_text, meta_path);
+  // Format and version first, so a future version's layout gets the clearer error.
+
+  const std::string& format = meta.at("format", meta_path).as_string(meta_path + ": format");
+  if (format != kMetaFormat) fail("{}: format is \"{}\", expected \"{}\"", meta_path, format, kMetaFormat);
+  const int64_t version = meta.at("version", meta_path).as_int64(meta_path + ": version");
+  if (version != kMetaVersion)
+    fail_hint("use a competelm build that reads this checkpoint version",
+              "{}: unsupported checkpoint version {} (this build reads {})", meta_path, version, kMetaVersion);
+  const std::string& sealed = meta.at(kMetaChecksumKey, meta_path).as_string(meta_path + ": " + kMetaChecksumKey);
+  const size_t digits_pos = meta_checksum_pos(meta_text);
+  if (digits_pos == std::string::npos || meta_text.compare(digits_pos, 16, sealed) != 0)
+    fail("{}: {} is not in the canonical form written by competelm", meta_path, kMetaChecksumKey);
+  if (const uint64_t got = meta_checksum_of(meta_text, digits_pos); checksum_hex(got) != sealed)
+    fail_hint("the file changed after it was written; resume from an earlier checkpoint",
+              "{}: checksum mismatch (file corrupted?): meta_checksum is {}, content hashes to {}",
+              meta_path, sealed, checksum_hex(got));
+  step_ = meta.at("step", meta_path).as_int64(meta_path + ": step");
+  const std::string base = fs::path(dir).filename().string();
+  if (auto named = parse_step_dir_name(base); named && *named != step_)
+    fail("{}: step {} does not match the directory name {}", meta_path, step_, base);
+
+  const std::string files_what = meta_path + ": files";
+  for (const auto& [name, entry] : meta.at("files", meta_path).as_object(files_what)) {
+    const std::string what = files_what + "." + name;
+    check_file_name(name, meta_path);
+    CheckpointFile f;
+    f.name = name;
+    f.bytes = entry.at("bytes", what).as_uint64(what + ".bytes");
+    const std::string& hex = entry.at("checksum", what).as_string(what + ".checksum");
+    if (hex.size() != 16 || hex.find_first_not_of("0123456789abcdef") != std::string::npos)
+      fail("{}.checksum: \"{}\" is not 16 lowercase hex digits", what, hex);
+    f.checksum = std::stoull(hex, nullptr, 16);
+    files_.push_back(std::move(f));
+  }
+  for (const CheckpointFile& f : files_) verify_checkpoint_file(dir_, f);
+}
+
+const CheckpointFile& Checkpoint::file(const std::string& file_name) const {
+  for (const CheckpointFile& f : files_)
+    if (f.name == file_name) return f;
+  fail("checkpoint {}: has no file '{}' (meta.json lists {} files)", dir_, file_name, files_.size());
+}
+
+bool Checkpoint::has_file(const std::string& file_name) const {
+  return std::any_of(files_.begin(), files_.end(), [&](const CheckpointFile& f) { return f.name == file_name; });
+}
+
+std::map<std::string, LoadedTensor> Checkpoint::read_tensors(const std::string& file_name) const {
+  CheckpointFileReader in(dir_, file(file_name));
+  return read_tensor_file(in);
+}
+
+std::string Checkpoint::read_text(const std::string& file_name) const {
+  CheckpointFileReader in(dir_, file(file_name));
+  std::string text(size_t(in.size()), '\0');
+  in.read(text.data(), text.size());
+  in.finish();
+  return text;
+}
+
+// ---- listing and pruning ---------------------------------------------------------------
+
+std::vector<std::string> list_checkpoints(const std::string& run_dir) {
+  const std::string parent = checkpoints_dir(run_dir);
+  std::vector<std::pair<int64_t, std::string>> found;
+  std::error_code ec;
+  fs::directory_iterator it(parent, ec);
+  if (ec) {
+    if (ec == std::errc::no_such_file_or_directory) return {};
+    fail("cannot list {}: {}", parent, ec.message());
+  }
+  for (const fs::directory_entry& e : it) {
+    const std::string name = e.path().filename().string();
+    std::optional<int64_t> step = parse_step_dir_name(name);
+    if (!step || !e.is_directory(ec)) continue;
+    if (!fs::is_regular_file(e.path() / kMetaFile, ec)) continue;  // incomplete
+    found.emplace_back(*step, parent + "/" + name);
+  }
+  std::sort(found.begin(), found.end());
+  std::vector<std::string> dirs;
+  for (auto& f : found) dirs.push_back(std::move(f.second));
+  return dirs;
+}
+
+// keep <= 0 keeps every committed checkpoint (only temporary dirs are cleaned): deleting
+// the last checkpoint of a run is never what a "keep" setting of 0 means in practice.
+void prune_checkpoints(const std::string& run_dir, int keep) {
+  const std::string parent = checkpoints_dir(run_dir);
+  if (keep > 0) {
+    std::vector<std::string> dirs = list_checkpoints(run_dir);
+    const size_t excess = dirs.size() > size_t(keep) ? dirs.size() - size_t(keep) : 0;
+    for (size_t i = 0; i < excess; ++i) {
+      // Rename first (atomic) so a crash mid-delete leaves a temporary dir, never a
+      // half-deleted "committed" checkpoint.
+      const std::string doomed = dirs[i] + ".tmp-" + std::to_string(::getpid()) + ".del";
+      if (::rename(dirs[i].c_str(), doomed.c_str()) != 0) fail_io("cannot rename for deletion", dirs[i], errno);
+      remove_tree(doomed);
+    }
+    if (excess > 0) fsync_dir(parent);
+  }
+  // Temporary dirs nobody holds the lock on were abandoned by crashed or failed writers.
+  std::error_code ec;
+  fs::directory_iterator it(parent, ec);
+  if (ec) return;
+  std::vector<std::string> stale;  // collected first: no deleting while iterating
+  for (const fs::directory_entry& e : it) {
+    const std::string name = e.path().filename().string();
+    if (!is_temporary_dir_name(name) || !e.is_directory(ec)) continue;
+    const std::string path = parent + "/" + name;
+    stale.push_back(path);
+  }
+  for (const std::string& path : stale) {
+    if (!fs::exists(path, ec)) continue;
+    int fd = try_lock_dir(path);
+    if (fd < 0) continue;  // a live writer
+    try {
+      remove_tree(path);  // while holding the lock
+    } catch (...) {
+      ::close(fd);
+      throw;
+    }
+    ::close(fd);
+  }
+}
+
+}  // namespace competelm
