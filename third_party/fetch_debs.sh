@@ -20,7 +20,7 @@ for deb in debs/*.deb; do dpkg -x "$deb" prefix; done
 lib=prefix/usr/lib/x86_64-linux-gnu
 ln -sf openblas-pthread/libopenblas.so.0 "$lib/libopenblas.so.0"
 ln -sf openblas-pthread/libopenblas.so.0 "$lib/libopenblas.so"
-# Static archives and docs are not needed and would not fit a 64 MiB carry.
-find prefix -name "*.a" -delete
+# OpenBLAS's static archive and the docs are not needed and would not fit a 64 MiB carry.
+find prefix -name "libopenblas*.a" -delete
 rm -rf prefix/usr/share/doc prefix/usr/share/man
 echo "third_party/prefix ready ($(du -sh prefix | cut -f1))"

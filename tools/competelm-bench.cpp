@@ -12,6 +12,7 @@
 #include "backend/profiling_backend.hpp"
 #include "config/config.hpp"
 #include "core/cli.hpp"
+#include "core/error.hpp"
 #include "core/rng.hpp"
 #include "model/gpt2.hpp"
 #include "train/adamw.hpp"
@@ -102,7 +103,7 @@ int main_bench(int argc, char** argv) {
     const OpStats& mm = prof.stats().at("matmul");
     gemm_gflops = mm.flops / mm.seconds / 1e9;
     if (backend->name() == "cpu") {
-      peak = measure_sgemm_gflops(2048, 2048, 2048, 3);
+      peak = cpu::measure_sgemm_gflops(2048, 2048, 2048, 3);
       std::printf("\nGEMMs in the step: %.1f GFLOP/s = %.0f%% of a plain 2048³ cblas_sgemm (%.1f GFLOP/s)\n",
                   gemm_gflops, 100.0 * gemm_gflops / peak, peak);
     }

@@ -158,7 +158,7 @@ int train(const Config& cfg, const TrainerOptions& opts, const DistInfo& dist) {
   double peak_flops = 0.0;  // per process; MFU = achieved / peak
   if (backend->name() == "cpu") {
     // No datasheet peak for an arbitrary CPU: use what a large sgemm reaches here.
-    peak_flops = measure_sgemm_gflops(1024, 1024, 1024, 3) * 1e9;
+    peak_flops = cpu::measure_sgemm_gflops(1024, 1024, 1024, 3) * 1e9;
   }
   log->info("competelm: {} backend, {} rank(s), model {} layers × {} d_model × {} heads, {:.2f}M parameters",
             backend->name(), dist.world, cfg.model.n_layer, cfg.model.d_model, cfg.model.n_head,
