@@ -15,12 +15,12 @@ std::unique_ptr<Backend> make_backend(const std::string& device, int num_threads
   if (device == "cuda") {
 #ifdef COMPETELM_HAVE_CUDA
     fail_hint("set run.device: cpu (or auto) until then",
-              "run.device: cuda: this build found nvcc, but the CUDA backend lands with the CUDA "
-              "issue and is not implemented yet");
+              "run.device: cuda: not built (this build compiles CUDA code, but the CUDA backend "
+              "itself is the next milestone)");
 #else
     fail_hint("set run.device: cpu (or auto), or rebuild with nvcc available and -DCOMPETELM_CUDA=ON "
               "once the CUDA backend exists",
-              "run.device: cuda: the CUDA backend is not built yet in this binary");
+              "run.device: cuda: not built (no CUDA backend in this binary)");
 #endif
   }
   fail_hint("valid values are: cpu, cuda, auto", "run.device: unknown device '{}' (expected cpu, cuda or auto)",

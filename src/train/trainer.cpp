@@ -10,6 +10,7 @@
 
 #include "backend/backend.hpp"
 #include "backend/cpu/gemm_bench.hpp"
+#include "backend/cuda_probe.hpp"
 #include "checkpoint/checkpoint.hpp"
 #include "core/error.hpp"
 #include "core/json.hpp"
@@ -98,6 +99,11 @@ int train(const Config& cfg, const TrainerOptions& opts, const DistInfo& dist) {
 
   // ---- backend, model, optimizer -----------------------------------------------------------------
   std::unique_ptr<Backend> backend = make_backend(cfg.run.device, cfg.run.threads);
+  if (cfg.run.device == "auto") {
+    const CudaProbe cuda = probe_cuda();
+    log->info("run.device auto → {} (cuda: not built{})", backend->name(),
+              cuda.devices > 0 ? fmt::format("; {} GPU(s) visible: {}", cuda.devices, cuda.detail) : "");
+  }
   ModelInit init;
   init.std = cfg.model.init_std;
   init.decay_embeddings = cfg.optim.decay_embeddings;
