@@ -26,8 +26,27 @@ struct ModelSection {
   float init_std = 0.02f;             // model.init_std
 };
 
-// Filled by the MoE issue; an empty `moe:` section (or none) means a dense model.
-struct MoeSection {};
+// Mixture-of-Experts FFN layers (../shared/spec/competesmoe.md). n_experts = 0: dense model.
+struct MoeSection {
+  int n_experts = 0;                          // moe.n_experts (0 = dense: every FFN is an MLP)
+  int top_k = 2;                              // moe.top_k
+  std::string router = "competesmoe";         // moe.router: softmax_topk|competesmoe|sigmoid_topk
+  std::string layers = "all";                 // moe.layers: all | every:N[:OFFSET] | "0,2,5"
+  int expert_hidden = 0;                      // moe.expert_hidden (0 = 4·d_model/top_k: K experts ≈ one dense MLP)
+  int shared_experts = 0;                     // moe.shared_experts (always-on, added to the routed output)
+  std::string balance = "entropy";            // moe.balance: entropy|switch
+  float balance_coef = 0.01f;                 // moe.balance_coef
+  float z_loss_coef = 0.0f;                   // moe.z_loss_coef
+  std::string competition_score = "softplus_mean";  // moe.competition_score: softplus_mean|l2
+  float competition_rate = 0.07f;             // moe.competition_rate
+  float competition_warmup = 0.05f;           // moe.competition_warmup (fraction of train.steps)
+  int competition_max_layers = 2;             // moe.competition_max_layers (per step)
+  float router_coef = 0.001f;                 // moe.router_coef (distillation)
+  float distill_theta = 0.2f;                 // moe.distill_theta
+  std::string distill_target = "full";        // moe.distill_target: full|topk
+  float diversity_coef = 0.005f;              // moe.diversity_coef
+  float competition_balance_coef = 0.005f;    // moe.competition_balance_coef
+};
 
 struct DataSection {
   std::string train = "data/brown/brown_train_*.bin";  // data.train (glob)

@@ -62,7 +62,7 @@ std::vector<KeySpec> build_keys() {
       K(optim, weight_decay, "Decoupled weight decay on the matrices", .min = 0.0),
       K(optim, grad_clip, "Clip the global gradient norm to this (0 = off)", .min = 0.0),
       K(optim, decay_embeddings, "Apply weight decay to the embeddings too"),
-      K(optim, decay_norms, "Apply weight decay to LayerNorm weights and biases too"),
+      K(optim, decay_norms, "Apply weight decay to LayerNorm weights too (biases never decay)"),
       // ---- train ----
       K(train, steps, "Optimizer steps to train", .min = 1.0),
       K(train, micro_batch, "Sequences per rank per micro-step", .min = 1.0),
