@@ -139,6 +139,7 @@ double moe_diversity_loss(float* drows, const float* rows, const int32_t* row_of
 #pragma omp parallel
   {
     std::vector<double> norm(static_cast<size_t>(K)), cos(static_cast<size_t>(K) * K);
+    std::vector<float> U(static_cast<size_t>(C));
 #pragma omp for schedule(static)
     for (int n = 0; n < N; n++) {
       const int32_t* r = row_of_slot + static_cast<size_t>(n) * K;
@@ -160,6 +161,13 @@ double moe_diversity_loss(float* drows, const float* rows, const int32_t* row_of
         }
       per_row[n] = tot / (static_cast<double>(K) * K);
       if (drows) {
+        // Σ_{j≠i} u_j = U − u_i with U = Σ_j u_j: O(K·C) per token.
+        std::fill(U.begin(), U.end(), 0.0f);
+        for (int j = 0; j < K; j++) {
+          const float* oj = row(j);
+          const float inv = static_cast<float>(1.0 / norm[j]);
+          for (int c = 0; c < C; c++) U[c] += oj[c] * inv;
+        }
         const double c0 = 2.0 * scale / (static_cast<double>(K) * K * N);
         for (int i = 0; i < K; i++) {
           double ci = 0.0;
@@ -167,13 +175,11 @@ double moe_diversity_loss(float* drows, const float* rows, const int32_t* row_of
             if (j != i) ci += cos[i * K + j];
           float* di = drows + static_cast<size_t>(r[i]) * C;
           const float* oi = row(i);
-          const double a = c0 / norm[i];
-          for (int c = 0; c < C; c++) {
-            double sum_u = 0.0;
-            for (int j = 0; j < K; j++)
-              if (j != i) sum_u += row(j)[c] / norm[j];
-            di[c] += static_cast<float>(a * (sum_u - ci * oi[c] / norm[i]));
-          }
+          const float a = static_cast<float>(c0 / norm[i]);
+          const float ui = static_cast<float>(1.0 / norm[i]);
+          const float b = static_cast<float>(ci + 1.0);  // U − u_i − ci·u_i = U − (ci + 1)·u_i
+#pragma omp simd
+          for (int c = 0; c < C; c++) di[c] += a * (U[c] - b * ui * oi[c]);
         }
       }
     }
