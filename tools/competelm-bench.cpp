@@ -127,6 +127,12 @@ int moe_overhead(Backend& be, const Config& cfg, int steps, int warmup) {
   const double expected = rate * (E / K - 1.0) * ffn_share;
   // On average a fraction `rate` of the (layer, step) pairs compete.
   const double measured = rate * (ca.median_ms - cn.median_ms) / s.median_ms;
+  // Memory (spec §7): what the MoE layers keep vs. materialising every expert's output.
+  const double N = double(cfg.train.micro_batch) * cfg.model.seq_len;
+  std::printf("\nMoE activation memory (all %d layers, competesmoe, N=%.0f tokens): %.1f MiB; the authors' "
+              "[tokens, E, C] tensor alone would be %.1f MiB per layer (%.1f MiB for all)\n",
+              n_moe, N, cb.model().moe_activation_bytes() / 1048576.0, N * E * C * 4 / 1048576.0,
+              n_moe * N * E * C * 4 / 1048576.0);
   std::printf("\nMoE softmax_topk step / dense step: %.3f× (target ≤ 1.3×; K·H = %.0f vs dense 4C = %.0f)\n",
               s.median_ms / d.median_ms, K * H, 4 * C);
   std::printf("competition step (all %d MoE layers) / normal step: %.3f×\n", n_moe, ca.median_ms / cn.median_ms);

@@ -339,6 +339,13 @@ double GPT2::flops_per_token(int T) const {
   return 6.0 * n_matmul + 12.0 * shape_.n_layer * shape_.d_model * double(T);
 }
 
+size_t GPT2::moe_activation_bytes() const {
+  size_t bytes = 0;
+  for (const auto& layer : moe_layers_)
+    if (layer) bytes += layer->activation_bytes();
+  return bytes;
+}
+
 size_t GPT2::num_active_parameters() const {
   // A token passes through the router, top_k of the E routed experts, and the shared experts.
   size_t n = num_parameters();

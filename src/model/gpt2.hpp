@@ -72,6 +72,7 @@ class GPT2 {
   const std::vector<int>& moe_block_index() const { return moe_index_; }  // block of each MoE layer
   const std::vector<MoeLayerStats>& moe_stats() const { return moe_stats_; }  // of the last forward
   const ModelMoe& moe() const { return moe_; }
+  size_t moe_activation_bytes() const;  // what the MoE layers keep for their backward
   // Backward of (loss_scale × mean loss) of the last forward(); ACCUMULATES into the grads
   // (gradient accumulation = several forward/backward pairs, then one optimizer step).
   void backward(float loss_scale = 1.0f);
