@@ -1,7 +1,9 @@
-// competelm-bench CONFIG.yaml [--set k=v]... [--steps N] [--warmup N]
+// competelm-bench CONFIG.yaml [--set k=v]... [--steps N] [--warmup N] [--moe-overhead]
 // Times full training steps (forward, backward, grad norm, AdamW) of the config's model on
 // random tokens and prints ms/step, tokens/s, achieved GFLOP/s, a per-op breakdown, and the
-// GEMMs' GFLOP/s next to what a plain large cblas_sgemm reaches on this machine.
+// GEMMs' GFLOP/s next to what a plain large cblas_sgemm reaches on this machine. With
+// --moe-overhead: the MoE step with softmax_topk against the FLOP-equivalent dense step, and
+// CompeteSMoE's measured competition overhead against the expected rate × (E/K − 1) share.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -15,84 +17,164 @@
 #include "core/error.hpp"
 #include "core/rng.hpp"
 #include "model/gpt2.hpp"
+#include "moe/moe_config.hpp"
 #include "train/adamw.hpp"
 
 using namespace competelm;
 
 namespace {
 
-struct StepRunner {
-  GPT2& model;
-  AdamW& opt;
-  Backend& be;
-  std::vector<int32_t> inputs, targets;
-  int B, T;
-  float run() {
-    model.zero_grad();
-    const float loss = model.forward(inputs.data(), targets.data(), B, T);
-    model.backward(1.0f);
-    const double norm = global_grad_norm(be, model.params(), model.grad_buffer());
-    opt.step(model.param_buffer(), model.grad_buffer(), 1e-4f, norm > 1.0 ? float(1.0 / norm) : 1.0f);
-    be.synchronize();
-    return loss;
-  }
+struct BenchResult {
+  double median_ms = 0, min_ms = 0, max_ms = 0;
+  double tokens = 0, flops_per_step = 0;
+  double active_params = 0;
 };
 
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+// One model + optimizer on random tokens; run() is a whole training step.
+class StepBench {
+ public:
+  StepBench(Backend& be, const Config& cfg)
+      : be_(be), B_(cfg.train.micro_batch), T_(cfg.model.seq_len),
+        model_(be, ModelShape{cfg.model.n_layer, cfg.model.d_model, cfg.model.n_head, cfg.model.seq_len,
+                              cfg.model.vocab_size},
+               ModelInit{}, B_, T_, moe_of(cfg)),
+        opt_(be, model_.params(), AdamWOptions{}) {
+    model_.init_weights(cfg.run.seed);
+    Rng rng(cfg.run.seed);
+    inputs_.resize(size_t(B_) * T_);
+    targets_.resize(size_t(B_) * T_);
+    for (auto& x : inputs_) x = static_cast<int32_t>(rng.below(cfg.model.vocab_size));
+    for (auto& x : targets_) x = static_cast<int32_t>(rng.below(cfg.model.vocab_size));
+  }
+  GPT2& model() { return model_; }
+
+  void step(bool compete_all) {
+    model_.zero_grad();
+    if (compete_all) model_.set_competition(std::vector<bool>(model_.num_moe_layers(), true));
+    model_.forward(inputs_.data(), targets_.data(), B_, T_);
+    model_.backward(1.0f);
+    const double norm = global_grad_norm(be_, model_.params(), model_.grad_buffer());
+    opt_.step(model_.param_buffer(), model_.grad_buffer(), 1e-4f, norm > 1.0 ? float(1.0 / norm) : 1.0f);
+    be_.synchronize();
+  }
+
+  BenchResult time(int steps, int warmup, bool compete_all = false) {
+    for (int i = 0; i < warmup; ++i) step(compete_all);
+    std::vector<double> ms;
+    for (int i = 0; i < steps; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      step(compete_all);
+      ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    }
+    std::sort(ms.begin(), ms.end());
+    BenchResult r;
+    r.median_ms = ms[ms.size() / 2];
+    r.min_ms = ms.front();
+    r.max_ms = ms.back();
+    r.tokens = double(B_) * T_;
+    r.flops_per_step = model_.flops_per_token(T_) * r.tokens;
+    r.active_params = double(model_.num_active_parameters());
+    return r;
+  }
+
+ private:
+  static ModelMoe moe_of(const Config& cfg) {
+    ModelMoe m;
+    if (cfg.moe.n_experts > 0) {
+      m.layers = moe_layer_mask(cfg);
+      m.options = moe_options(cfg);
+    }
+    return m;
+  }
+  Backend& be_;
+  int B_, T_;
+  GPT2 model_;
+  AdamW opt_;
+  std::vector<int32_t> inputs_, targets_;
+};
+
+void print_result(const char* what, const BenchResult& r) {
+  std::printf("%-34s median %8.1f ms (min %.1f, max %.1f) | %7.0f tokens/s | %6.1f GFLOP/s (model FLOPs)\n", what,
+              r.median_ms, r.min_ms, r.max_ms, r.tokens / (r.median_ms / 1e3),
+              r.flops_per_step / (r.median_ms / 1e3) / 1e9);
+}
+
+// The MoE overhead report (issue targets: SMoE step ≤ 1.3× the FLOP-equivalent dense step;
+// CompeteSMoE's measured average overhead within 1.5× of rate × (E/K − 1) × FFN share).
+int moe_overhead(Backend& be, const Config& cfg, int steps, int warmup) {
+  if (cfg.moe.n_experts == 0) fail("--moe-overhead needs a MoE config (moe.n_experts > 0)");
+  Config smoe = cfg, compete = cfg, dense = cfg;
+  smoe.moe.router = "softmax_topk";
+  compete.moe.router = "competesmoe";
+  dense.moe.n_experts = 0;  // dense MLP of hidden 4C: FLOP-equivalent when K·H = 4C
+  const MoeOptions o = moe_options(cfg);
+  BenchResult d, s, cn, ca;
+  { StepBench b(be, dense); d = b.time(steps, warmup); }
+  { StepBench b(be, smoe); s = b.time(steps, warmup); }
+  StepBench cb(be, compete);
+  cn = cb.time(steps, warmup, false);
+  ca = cb.time(steps, warmup, true);
+  const int n_moe = cb.model().num_moe_layers();
+  print_result("dense (FLOP-equivalent MLP)", d);
+  print_result("MoE softmax_topk", s);
+  print_result("MoE competesmoe, normal step", cn);
+  print_result("MoE competesmoe, all layers compete", ca);
+  // The share of a step's FLOPs in the routed experts (forward + backward), per token.
+  const double C = cfg.model.d_model, H = o.expert_hidden, K = o.top_k, E = o.n_experts;
+  const double expert_flops = n_moe * K * 6.0 * (2.0 * C * H);
+  const double ffn_share = expert_flops / cb.model().flops_per_token(cfg.model.seq_len);
+  const double rate = cfg.moe.competition_rate;
+  const double expected = rate * (E / K - 1.0) * ffn_share;
+  // On average a fraction `rate` of the (layer, step) pairs compete.
+  const double measured = rate * (ca.median_ms - cn.median_ms) / s.median_ms;
+  std::printf("\nMoE softmax_topk step / dense step: %.3f× (target ≤ 1.3×; K·H = %.0f vs dense 4C = %.0f)\n",
+              s.median_ms / d.median_ms, K * H, 4 * C);
+  std::printf("competition step (all %d MoE layers) / normal step: %.3f×\n", n_moe, ca.median_ms / cn.median_ms);
+  std::printf("CompeteSMoE average overhead at rate %.3f: measured %.2f%%, expected rate×(E/K−1)×FFN share "
+              "= %.3f×%.1f×%.3f = %.2f%% → ratio %.2f (target ≤ 1.5)\n",
+              rate, 100 * measured, rate, E / K - 1, ffn_share, 100 * expected, measured / expected);
+  std::printf("RESULT moe_vs_dense=%.4f competition_step_ratio=%.4f overhead_measured=%.5f overhead_expected=%.5f "
+              "overhead_ratio=%.4f\n",
+              s.median_ms / d.median_ms, ca.median_ms / cn.median_ms, measured, expected, measured / expected);
+  return 0;
 }
 
 int main_bench(int argc, char** argv) {
-  Cli cli("competelm-bench", "CONFIG.yaml [--set key=value]... [--steps N] [--warmup N]",
+  Cli cli("competelm-bench", "CONFIG.yaml [--set key=value]... [--steps N] [--warmup N] [--moe-overhead]",
           "Benchmarks training steps of the config's model (random tokens, B = train.micro_batch,\n"
           "T = model.seq_len) and prints ms/step, tokens/s, GFLOP/s and a per-op breakdown.\n"
           "The last line is machine-readable: RESULT key=value ...");
-  cli.positional("CONFIG", "YAML config whose model / train / run sections are used");
+  cli.positional("CONFIG", "YAML config whose model / moe / train / run sections are used");
   cli.option("set", "KEY=VALUE", "override a config key", true);
   cli.option("steps", "N", "timed steps (default 5)");
   cli.option("warmup", "N", "untimed warm-up steps (default 1)");
   cli.option("no-profile", "", "skip the per-op breakdown pass");
+  cli.option("moe-overhead", "", "MoE config: SMoE vs dense and CompeteSMoE's competition overhead");
   if (!cli.parse(argc, argv)) return 0;
   const Config cfg = load_config(cli.get("CONFIG"), cli.all("set"));
   const int steps = std::stoi(cli.get("steps", "5")), warmup = std::stoi(cli.get("warmup", "1"));
   if (steps < 1 || warmup < 0) fail("--steps must be ≥ 1 and --warmup ≥ 0");
 
   std::unique_ptr<Backend> backend = make_backend(cfg.run.device, cfg.run.threads);
-  ProfilingBackend prof(*backend);
-  ModelShape shape{cfg.model.n_layer, cfg.model.d_model, cfg.model.n_head, cfg.model.seq_len,
-                   cfg.model.vocab_size};
-  const int B = cfg.train.micro_batch, T = cfg.model.seq_len;
-  // The model talks to the profiling wrapper; it only times when asked to (see below).
-  GPT2 model(prof, shape, ModelInit{}, B, T);
-  model.init_weights(cfg.run.seed);
-  AdamW opt(prof, model.params(), AdamWOptions{});
-  Rng rng(cfg.run.seed);
-  StepRunner runner{model, opt, prof, std::vector<int32_t>(size_t(B) * T), std::vector<int32_t>(size_t(B) * T), B, T};
-  for (auto& x : runner.inputs) x = static_cast<int32_t>(rng.below(cfg.model.vocab_size));
-  for (auto& x : runner.targets) x = static_cast<int32_t>(rng.below(cfg.model.vocab_size));
+  std::printf("competelm-bench: %s backend, model L=%d C=%d NH=%d T=%d V=%d, B=%d%s\n", backend->name().c_str(),
+              cfg.model.n_layer, cfg.model.d_model, cfg.model.n_head, cfg.model.seq_len, cfg.model.vocab_size,
+              cfg.train.micro_batch,
+              cfg.moe.n_experts > 0 ? fmt::format(", MoE E={} K={} router {}", cfg.moe.n_experts, cfg.moe.top_k,
+                                                  cfg.moe.router).c_str() : "");
+  if (cli.has("moe-overhead")) return moe_overhead(*backend, cfg, steps, warmup);
 
-  std::printf("competelm-bench: %s backend, model L=%d C=%d NH=%d T=%d V=%d, %.2fM params, B=%d\n",
-              backend->name().c_str(), shape.n_layer, shape.d_model, shape.n_head, T, shape.vocab_size,
-              model.num_parameters() / 1e6, B);
-  for (int i = 0; i < warmup; ++i) runner.run();
-  std::vector<double> ms;
-  for (int i = 0; i < steps; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    runner.run();
-    ms.push_back(seconds_since(t0) * 1e3);
-  }
-  std::sort(ms.begin(), ms.end());
-  const double med = ms[ms.size() / 2];
-  const double tokens = double(B) * T;
-  const double flops = model.flops_per_token(T) * tokens;
-  std::printf("step: median %.1f ms (min %.1f, max %.1f) over %d steps | %.0f tokens/s | %.1f GFLOP/s (model FLOPs)\n",
-              med, ms.front(), ms.back(), steps, tokens / (med / 1e3), flops / (med / 1e3) / 1e9);
+  // The model talks to a profiling wrapper, which only costs two clock reads per op.
+  ProfilingBackend prof(*backend);
+  StepBench bench(prof, cfg);
+  std::printf("parameters: %.2fM (%.2fM active per token)\n", bench.model().num_parameters() / 1e6,
+              bench.model().num_active_parameters() / 1e6);
+  const BenchResult r = bench.time(steps, warmup);
+  print_result("step:", r);
 
   double gemm_gflops = 0.0, peak = 0.0;
   if (!cli.has("no-profile")) {
     prof.reset();
-    for (int i = 0; i < steps; ++i) runner.run();
-    // Wall time of the profiled steps is split by op; "other" is what no op accounts for.
+    for (int i = 0; i < steps; ++i) bench.step(false);
     double total = 0;
     for (const auto& [name, s] : prof.stats()) total += s.seconds;
     std::printf("\nper-op time (profiled pass, %d steps):\n  %-14s %9s %7s %10s\n", steps, "op", "ms/step", "share",
@@ -109,7 +191,8 @@ int main_bench(int argc, char** argv) {
     }
   }
   std::printf("RESULT ms_per_step=%.3f tokens_per_s=%.1f model_gflops=%.2f gemm_gflops=%.2f sgemm_peak_gflops=%.2f\n",
-              med, tokens / (med / 1e3), flops / (med / 1e3) / 1e9, gemm_gflops, peak);
+              r.median_ms, r.tokens / (r.median_ms / 1e3), r.flops_per_step / (r.median_ms / 1e3) / 1e9, gemm_gflops,
+              peak);
   return 0;
 }
 

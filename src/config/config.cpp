@@ -10,6 +10,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "config/moe_layers.hpp"
 #include "config/schema.hpp"
 #include "config/suggest.hpp"
 #include "core/error.hpp"
@@ -19,8 +20,6 @@ namespace competelm {
 namespace schema = config_schema;
 
 namespace {
-
-constexpr std::string_view kMoeNote = "(MoE keys arrive with the MoE layers)";
 
 // Where each key's value came from ("tiny.yaml:12", "--set", or absent = default), so the
 // cross-key checks can point at the lines to change.
@@ -86,9 +85,6 @@ std::string suggest_key(std::string_view typed) {
 }
 
 [[noreturn]] void fail_unknown_key(const std::string& where, const std::string& key) {
-  if (key.starts_with("moe."))
-    fail_hint("leave 'moe:' empty or out for a dense model", "{}: unknown key '{}' {}", where,
-              key, kMoeNote);
   fail_hint(suggest_key(key), "{}: unknown key '{}'", where, key);
 }
 
@@ -185,6 +181,24 @@ void apply_override(const std::string& text, Config& cfg, Origins& origins) {
   origins[key] = "--set";
 }
 
+// The moe keys only matter when there are experts; a dense model (n_experts = 0) accepts any
+// of them unused, so a file can keep its MoE settings and be switched with one override.
+void check_moe(const Config& cfg, const std::string& name, const Origins& origins) {
+  const auto& moe = cfg.moe;
+  if (moe.n_experts == 0) return;
+  if (moe.top_k > moe.n_experts)
+    fail_hint(fmt::format("e.g. moe.top_k: {}, or more experts", moe.n_experts),
+              "{}: moe.top_k ({}, from {}) must be at most moe.n_experts ({}, from {})", name,
+              moe.top_k, origin_of(origins, "moe.top_k"), moe.n_experts,
+              origin_of(origins, "moe.n_experts"));
+  const MoeLayersResult layers = parse_moe_layers(moe.layers, cfg.model.n_layer);
+  if (!layers.ok())
+    fail_hint("moe.layers: all | none | every:N | every:N:OFFSET | block indices like \"0,2,5\"",
+              "{}: moe.layers ('{}', from {}): {} (model.n_layer from {})", name, moe.layers,
+              origin_of(origins, "moe.layers"), layers.error,
+              origin_of(origins, "model.n_layer"));
+}
+
 // Checks that involve more than one key; every message names both keys and where they were set.
 void check_consistency(const Config& cfg, const std::string& name, const Origins& origins) {
   const auto& m = cfg.model;
@@ -205,6 +219,7 @@ void check_consistency(const Config& cfg, const std::string& name, const Origins
               "model.seq_len = {} × {} = {} tokens",
               name, t.batch_tokens, origin_of(origins, "train.batch_tokens"), t.micro_batch,
               m.seq_len, micro_tokens);
+  check_moe(cfg, name, origins);
 }
 
 // Escapes '|' so a cell does not split a Markdown table row.
@@ -279,7 +294,7 @@ std::string to_yaml(const Config& cfg) {
         lines.emplace_back(fmt::format("  {}: {}", spec.leaf(), schema::format_value(spec, cfg)),
                            spec.description);
     if (lines.empty()) {
-      out += fmt::format("\n{}: {{}}  # no keys yet {}\n", section, kMoeNote);
+      out += fmt::format("\n{}: {{}}\n", section);
       continue;
     }
     std::size_t width = 0;
@@ -301,13 +316,12 @@ std::string config_reference_markdown() {
       "`competelm-config FILE` prints the fully resolved config.\n";
   for (std::string_view section : schema::sections()) {
     out += fmt::format("\n## `{}`\n\n", section);
-    if (section == "moe") {
-      out += fmt::format(
-          "No keys yet {}: leave `moe:` out or empty (`moe:` or `moe: {{}}`) for a dense "
-          "model.\n",
-          kMoeNote);
-      continue;
-    }
+    if (section == "moe")
+      out +=
+          "Mixture-of-Experts FFN layers (CompeteSMoE). With `moe.n_experts: 0` (the default)\n"
+          "the model is dense and the other `moe` keys are unused; `moe:` may then be empty or\n"
+          "left out. The `competition_*`, `router_coef`, `distill_*`, `diversity_coef` and\n"
+          "`competition_balance_coef` keys only act with `moe.router: competesmoe`.\n\n";
     out += "| key | type | default | allowed | description |\n";
     out += "|---|---|---|---|---|\n";
     for (const auto& spec : schema::keys()) {

@@ -31,8 +31,8 @@ struct MoeSection {
   int n_experts = 0;                          // moe.n_experts (0 = dense: every FFN is an MLP)
   int top_k = 2;                              // moe.top_k
   std::string router = "competesmoe";         // moe.router: softmax_topk|competesmoe|sigmoid_topk
-  std::string layers = "all";                 // moe.layers: all | every:N[:OFFSET] | "0,2,5"
-  int expert_hidden = 0;                      // moe.expert_hidden (0 = 4·d_model/top_k: K experts ≈ one dense MLP)
+  std::string layers = "all";                 // moe.layers: all | none | every:N[:OFFSET] | "0,2,5"
+  int expert_hidden = 0;                      // moe.expert_hidden (0 = 4·d_model/top_k rounded up to 8s: K experts ≈ one dense MLP)
   int shared_experts = 0;                     // moe.shared_experts (always-on, added to the routed output)
   std::string balance = "entropy";            // moe.balance: entropy|switch
   float balance_coef = 0.01f;                 // moe.balance_coef

@@ -37,7 +37,7 @@ struct KeySpec {
 // Every key, grouped by section in section order.
 const std::vector<KeySpec>& keys();
 
-// Section names in schema order (includes sections without keys, like "moe").
+// Section names in schema order.
 const std::vector<std::string_view>& sections();
 
 // The entry for a full key, or nullptr.

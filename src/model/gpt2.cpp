@@ -32,11 +32,26 @@ struct GPT2::Acts {
   size_t d_att_scratch;                 // (B, NH, T, T)
 };
 
-GPT2::GPT2(Backend& backend, const ModelShape& shape, const ModelInit& init, int B, int T)
-    : be_(backend), shape_(shape), init_(init), maxB_(B), maxT_(T), a_(std::make_unique<Acts>()) {
+int ModelMoe::count() const {
+  int n = 0;
+  for (bool b : layers) n += b;
+  return n;
+}
+
+namespace {
+std::string block_prefix(int l) { return "blocks." + std::to_string(l) + "."; }
+}  // namespace
+
+GPT2::GPT2(Backend& backend, const ModelShape& shape, const ModelInit& init, int B, int T, const ModelMoe& moe)
+    : be_(backend), shape_(shape), init_(init), moe_(moe), maxB_(B), maxT_(T), a_(std::make_unique<Acts>()) {
   if (shape.d_model % shape.n_head != 0)
     fail("model.d_model ({}) must be divisible by model.n_head ({})", shape.d_model, shape.n_head);
   if (T > shape.seq_len) fail("batch T={} exceeds model.seq_len={}", T, shape.seq_len);
+  if (!moe_.layers.empty() && int(moe_.layers.size()) != shape.n_layer)
+    fail("MoE layer mask has {} entries but the model has {} layers", moe_.layers.size(), shape.n_layer);
+  moe_.layers.resize(shape.n_layer, false);
+  for (int l = 0; l < shape.n_layer; ++l)
+    if (moe_.layers[l]) moe_index_.push_back(l);
   build_param_table();
   build_act_table(B, T);
   params_mem_ = static_cast<float*>(be_.alloc(params_.total_elements() * sizeof(float)));
@@ -44,6 +59,13 @@ GPT2::GPT2(Backend& backend, const ModelShape& shape, const ModelInit& init, int
   acts_mem_ = static_cast<float*>(be_.alloc(acts_.total_elements() * sizeof(float)));
   tokens_dev_ = static_cast<int32_t*>(be_.alloc(size_t(B) * T * sizeof(int32_t)));
   targets_dev_ = static_cast<int32_t*>(be_.alloc(size_t(B) * T * sizeof(int32_t)));
+  moe_layers_.resize(shape.n_layer);
+  for (int l : moe_index_) {
+    moe_layers_[l] = std::make_unique<MoeLayer>(be_, moe_.options, shape.d_model, B * T);
+    moe_layers_[l]->bind(params_, params_mem_, grads_mem_, acts_, acts_mem_, block_prefix(l) + "moe.");
+  }
+  compete_next_.assign(moe_index_.size(), false);
+  moe_stats_.resize(moe_index_.size());
 }
 
 GPT2::~GPT2() {
@@ -69,6 +91,10 @@ void GPT2::build_param_table() {
     params_.add(p + "attn.proj.bias", {C});
     params_.add(p + "ln2.weight", {C}, norm);
     params_.add(p + "ln2.bias", {C});
+    if (moe_.layers[l]) {
+      MoeLayer::add_params(params_, p + "moe.", moe_.options, int(C));
+      continue;
+    }
     params_.add(p + "mlp.fc.weight", {4 * C, C}, true);
     params_.add(p + "mlp.fc.bias", {4 * C});
     params_.add(p + "mlp.proj.weight", {C, 4 * C}, true);
@@ -95,8 +121,14 @@ void GPT2::build_act_table(int B, int T) {
     a.ln2.push_back(acts_.add(p + "ln2", {B, T, C}));
     a.ln2_mean.push_back(acts_.add(p + "ln2_mean", {BT}));
     a.ln2_rstd.push_back(acts_.add(p + "ln2_rstd", {BT}));
-    a.fch.push_back(acts_.add(p + "fch", {B, T, 4 * C}));
-    a.fch_gelu.push_back(acts_.add(p + "fch_gelu", {B, T, 4 * C}));
+    if (moe_.layers[l]) {
+      MoeLayer::add_acts(acts_, p + "moe.", moe_.options, int(C), int(BT));
+      a.fch.push_back(SIZE_MAX);  // no dense MLP in this block
+      a.fch_gelu.push_back(SIZE_MAX);
+    } else {
+      a.fch.push_back(acts_.add(p + "fch", {B, T, 4 * C}));
+      a.fch_gelu.push_back(acts_.add(p + "fch_gelu", {B, T, 4 * C}));
+    }
     a.residual3.push_back(acts_.add(p + "residual3", {B, T, C}));
   }
   a.lnf = acts_.add("lnf", {B, T, C});
@@ -132,7 +164,8 @@ void GPT2::init_weights(uint64_t seed) {
       std::fill(p, p + s.numel, 1.0f);
       continue;
     }
-    const bool residual_proj = s.name.ends_with("attn.proj.weight") || s.name.ends_with("mlp.proj.weight");
+    // Projections back into the residual stream (attention, MLP, experts) get the scaled std.
+    const bool residual_proj = s.name.ends_with(".proj.weight");
     const float sd = residual_proj ? resid_std : init_.std;
     for (size_t i = 0; i < s.numel; ++i) p[i] = sd * rng.normal();
   }
@@ -158,6 +191,7 @@ float GPT2::forward(const int32_t* tokens, const int32_t* targets, int B, int T)
   auto act = [&](size_t h) { return acts_mem_ + acts_[h].offset; };
   auto w = [&](const std::string& n) { return param(n); };
 
+  double aux = 0.0;  // Σ over MoE layers of their aux losses
   be_.encoder_forward(act(a.encoded), tokens_dev_, w("wte"), w("wpe"), B, T, C);  // (B, T, C)
   float* residual = act(a.encoded);
   for (int l = 0; l < L; ++l) {
@@ -174,24 +208,49 @@ float GPT2::forward(const int32_t* tokens, const int32_t* targets, int B, int T)
     // x + mlp(ln2(x))
     be_.layernorm_forward(act(a.ln2[l]), act(a.ln2_mean[l]), act(a.ln2_rstd[l]), act(a.residual2[l]),
                           w(p + "ln2.weight"), w(p + "ln2.bias"), N, C);               // (B, T, C)
-    be_.matmul_forward(act(a.fch[l]), act(a.ln2[l]), w(p + "mlp.fc.weight"),
-                       w(p + "mlp.fc.bias"), N, C, 4 * C);                             // (B, T, 4C)
-    be_.gelu_forward(act(a.fch_gelu[l]), act(a.fch[l]), size_t(N) * 4 * C);           // (B, T, 4C)
-    be_.matmul_forward(act(a.residual3[l]), act(a.fch_gelu[l]), w(p + "mlp.proj.weight"),
-                       w(p + "mlp.proj.bias"), N, 4 * C, C);                           // (B, T, C)
+    if (MoeLayer* moe = moe_layers_[l].get()) {
+      const int m = moe_layer_number(l);
+      moe->forward(act(a.residual3[l]), act(a.ln2[l]), B, T, compete_next_[m], &moe_stats_[m]);  // (B, T, C)
+      aux += moe_stats_[m].aux_loss;
+    } else {
+      be_.matmul_forward(act(a.fch[l]), act(a.ln2[l]), w(p + "mlp.fc.weight"),
+                         w(p + "mlp.fc.bias"), N, C, 4 * C);                           // (B, T, 4C)
+      be_.gelu_forward(act(a.fch_gelu[l]), act(a.fch[l]), size_t(N) * 4 * C);         // (B, T, 4C)
+      be_.matmul_forward(act(a.residual3[l]), act(a.fch_gelu[l]), w(p + "mlp.proj.weight"),
+                         w(p + "mlp.proj.bias"), N, 4 * C, C);                         // (B, T, C)
+    }
     be_.accumulate(act(a.residual3[l]), act(a.residual2[l]), size_t(N) * C);          // += x
     residual = act(a.residual3[l]);
   }
   be_.layernorm_forward(act(a.lnf), act(a.lnf_mean), act(a.lnf_rstd), residual, w("lnf.weight"),
                         w("lnf.bias"), N, C);                                          // (B, T, C)
   be_.matmul_forward(act(a.logits), act(a.lnf), w("wte"), nullptr, N, C, Vp);          // (B, T, Vp)
-  if (!have_targets_) return 0.0f;
+  std::fill(compete_next_.begin(), compete_next_.end(), false);  // competition is per forward
+  last_aux_loss_ = static_cast<float>(aux);
+  if (!have_targets_) {
+    last_lm_loss_ = 0.0f;
+    return 0.0f;
+  }
   be_.crossentropy_forward(act(a.losses), act(a.logits), targets_dev_, N, V, Vp);     // (B, T)
   std::vector<float> losses(N);
   be_.download(losses.data(), act(a.losses), losses.size() * sizeof(float));
   double sum = 0.0;
   for (float x : losses) sum += x;
-  return static_cast<float>(sum / N);
+  last_lm_loss_ = static_cast<float>(sum / N);
+  return static_cast<float>(sum / N + aux);
+}
+
+void GPT2::set_competition(const std::vector<bool>& per_moe_layer) {
+  if (per_moe_layer.size() != moe_index_.size())
+    fail("set_competition: {} flags for {} MoE layers", per_moe_layer.size(), moe_index_.size());
+  compete_next_ = per_moe_layer;
+}
+
+int GPT2::moe_layer_number(int block) const {
+  for (size_t m = 0; m < moe_index_.size(); ++m)
+    if (moe_index_[m] == block) return static_cast<int>(m);
+  CLM_ASSERT(false);
+  return -1;
 }
 
 void GPT2::backward(float loss_scale) {
@@ -221,15 +280,20 @@ void GPT2::backward(float loss_scale) {
   for (int l = L - 1; l >= 0; --l) {
     const std::string p = "blocks." + std::to_string(l) + ".";
     const float* residual_in = l > 0 ? act(a.residual3[l - 1]) : act(a.encoded);
-    // dres is d(residual3[l]). MLP branch: residual3 = residual2 + proj(gelu(fc(ln2(residual2)))).
-    be_.zero(act(a.d_fch_gelu), bytes(a.d_fch_gelu));
-    be_.matmul_backward(act(a.d_fch_gelu), g(p + "mlp.proj.weight"), g(p + "mlp.proj.bias"), dres,
-                        act(a.fch_gelu[l]), w(p + "mlp.proj.weight"), N, 4 * C, C);
-    be_.zero(act(a.d_fch), bytes(a.d_fch));
-    be_.gelu_backward(act(a.d_fch), act(a.fch[l]), act(a.d_fch_gelu), size_t(N) * 4 * C);
+    // dres is d(residual3[l]). FFN branch: residual3 = residual2 + FFN(ln2(residual2)), where FFN
+    // is the dense MLP proj(gelu(fc(.))) or the MoE layer (whose aux losses are part of the loss).
     be_.zero(act(a.d_ln), bytes(a.d_ln));
-    be_.matmul_backward(act(a.d_ln), g(p + "mlp.fc.weight"), g(p + "mlp.fc.bias"), act(a.d_fch),
-                        act(a.ln2[l]), w(p + "mlp.fc.weight"), N, C, 4 * C);
+    if (MoeLayer* moe = moe_layers_[l].get()) {
+      moe->backward(act(a.d_ln), dres, loss_scale);
+    } else {
+      be_.zero(act(a.d_fch_gelu), bytes(a.d_fch_gelu));
+      be_.matmul_backward(act(a.d_fch_gelu), g(p + "mlp.proj.weight"), g(p + "mlp.proj.bias"), dres,
+                          act(a.fch_gelu[l]), w(p + "mlp.proj.weight"), N, 4 * C, C);
+      be_.zero(act(a.d_fch), bytes(a.d_fch));
+      be_.gelu_backward(act(a.d_fch), act(a.fch[l]), act(a.d_fch_gelu), size_t(N) * 4 * C);
+      be_.matmul_backward(act(a.d_ln), g(p + "mlp.fc.weight"), g(p + "mlp.fc.bias"), act(a.d_fch),
+                          act(a.ln2[l]), w(p + "mlp.fc.weight"), N, C, 4 * C);
+    }
     be_.layernorm_backward(dres, g(p + "ln2.weight"), g(p + "ln2.bias"), act(a.d_ln),
                            act(a.residual2[l]), w(p + "ln2.weight"), act(a.ln2_mean[l]),
                            act(a.ln2_rstd[l]), N, C);
@@ -270,8 +334,19 @@ double GPT2::flops_per_token(int T) const {
   // position embedding takes part in a matmul (wte through the tied LM head) — plus the
   // attention scores and weighted sum: 2·2·T·C per layer forward (full, not halved for the
   // causal mask, as in PaLM/nanoGPT's MFU), ×3 for forward + backward.
-  const double n_matmul = double(num_parameters() - params_.at("wpe").numel);
+  const double n_matmul = double(num_active_parameters() - params_.at("wpe").numel);
   return 6.0 * n_matmul + 12.0 * shape_.n_layer * shape_.d_model * double(T);
+}
+
+size_t GPT2::num_active_parameters() const {
+  // A token passes through the router, top_k of the E routed experts, and the shared experts.
+  size_t n = num_parameters();
+  if (moe_index_.empty()) return n;
+  const MoeOptions& o = moe_.options;
+  const size_t C = shape_.d_model, H = o.expert_hidden;
+  const size_t per_expert = H * C + H + C * H + C;
+  n -= moe_index_.size() * size_t(o.n_experts - o.top_k) * per_expert;
+  return n;
 }
 
 }  // namespace competelm

@@ -10,6 +10,7 @@
 
 #include "backend/backend.hpp"
 #include "core/tensor_table.hpp"
+#include "moe/moe_layer.hpp"
 
 namespace competelm {
 
@@ -30,10 +31,18 @@ struct ModelInit {
   bool decay_norms = false;     // decay on LayerNorm weights
 };
 
+// Which blocks' FFN is a Mixture-of-Experts layer (the others keep the dense MLP).
+struct ModelMoe {
+  std::vector<bool> layers;  // (n_layer); empty or all false = dense model
+  MoeOptions options;
+  int count() const;         // number of MoE layers
+};
+
 class GPT2 {
  public:
   // Allocates parameters, gradients and activations for batches of up to B×T tokens.
-  GPT2(Backend& backend, const ModelShape& shape, const ModelInit& init, int B, int T);
+  GPT2(Backend& backend, const ModelShape& shape, const ModelInit& init, int B, int T,
+       const ModelMoe& moe = {});
   ~GPT2();
   GPT2(const GPT2&) = delete;
   GPT2& operator=(const GPT2&) = delete;
@@ -49,8 +58,20 @@ class GPT2 {
   void init_weights(uint64_t seed);
 
   // tokens, targets: host arrays of B×T ids. targets may be null (logits only).
-  // Returns the mean cross-entropy over the B×T positions (0 when targets is null).
+  // Returns the loss: mean cross-entropy over the B×T positions plus the MoE layers' aux
+  // losses (0 when targets is null). last_lm_loss() / last_aux_loss() split it.
   float forward(const int32_t* tokens, const int32_t* targets, int B, int T);
+  float last_lm_loss() const { return last_lm_loss_; }
+  float last_aux_loss() const { return last_aux_loss_; }
+
+  // MoE: which MoE layers (0-based among the MoE layers, in depth order) route by
+  // competition in the NEXT forward() only; forward() then resets to none (so validation
+  // and sampling never compete).
+  void set_competition(const std::vector<bool>& per_moe_layer);
+  int num_moe_layers() const { return static_cast<int>(moe_index_.size()); }
+  const std::vector<int>& moe_block_index() const { return moe_index_; }  // block of each MoE layer
+  const std::vector<MoeLayerStats>& moe_stats() const { return moe_stats_; }  // of the last forward
+  const ModelMoe& moe() const { return moe_; }
   // Backward of (loss_scale × mean loss) of the last forward(); ACCUMULATES into the grads
   // (gradient accumulation = several forward/backward pairs, then one optimizer step).
   void backward(float loss_scale = 1.0f);
@@ -62,17 +83,26 @@ class GPT2 {
   std::vector<float> losses_host() const;
 
   // FLOPs of one forward+backward per token (6·N plus attention), for MFU and GFLOP/s.
+  // MoE layers count their active parameters (router + top_k routed experts + shared).
   double flops_per_token(int T) const;
   size_t num_parameters() const { return params_.count_elements(); }
+  size_t num_active_parameters() const;  // per token
 
  private:
   struct Acts;  // activation tensor handles
+  int moe_layer_number(int block) const;  // index among the MoE layers
   void build_param_table();
   void build_act_table(int B, int T);
 
   Backend& be_;
   ModelShape shape_;
   ModelInit init_;
+  ModelMoe moe_;
+  std::vector<std::unique_ptr<MoeLayer>> moe_layers_;  // per block; null for a dense MLP block
+  std::vector<int> moe_index_;                         // block index of each MoE layer
+  std::vector<bool> compete_next_;                     // per MoE layer, for the next forward
+  std::vector<MoeLayerStats> moe_stats_;
+  float last_lm_loss_ = 0.0f, last_aux_loss_ = 0.0f;
   int maxB_, maxT_;
   int B_ = 0, T_ = 0;  // shape of the last forward
   bool have_targets_ = false;

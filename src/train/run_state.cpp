@@ -19,6 +19,7 @@ constexpr const char* kModelFile = "model.bin";
 constexpr const char* kOptimFile = "optim.bin";
 constexpr const char* kStateFile = "state.txt";
 constexpr const char* kConfigFile = "config.yaml";
+constexpr const char* kScheduleFile = "competition_schedule.txt";
 
 // Doubles as hex floats so the restored value is bit-identical.
 std::string hexd(double x) { return fmt::format("{:a}", x); }
@@ -113,7 +114,8 @@ void check_same_model(const Config& ckpt_cfg, const Config& cfg, const std::stri
 }  // namespace
 
 std::string save_run_checkpoint(const std::string& run_dir, const Config& cfg, GPT2& model,
-                                AdamW& opt, const TrainState& state, Backend& backend) {
+                                AdamW& opt, const TrainState& state, Backend& backend,
+                                const CompetitionSchedule* schedule) {
   const TensorTable& table = model.params();
   const size_t n = table.total_elements();
   CheckpointWriter w(run_dir, state.step);
@@ -130,6 +132,7 @@ std::string save_run_checkpoint(const std::string& run_dir, const Config& cfg, G
   }
   w.write_text(kStateFile, state_to_text(state, opt.t()));
   w.write_text(kConfigFile, to_yaml(cfg));
+  if (schedule) w.write_text(kScheduleFile, schedule->serialize());
   std::string extra = fmt::format("\"loss\": {}, \"tokens_seen\": {}, \"parameters\": {}",
                                   std::isfinite(state.last_loss) ? fmt::format("{}", state.last_loss) : "null",
                                   state.tokens_seen, model.num_parameters());
@@ -138,7 +141,7 @@ std::string save_run_checkpoint(const std::string& run_dir, const Config& cfg, G
 }
 
 TrainState load_run_checkpoint(const std::string& dir, const Config& cfg, GPT2& model, AdamW& opt,
-                               Backend& backend) {
+                               Backend& backend, CompetitionSchedule* schedule) {
   Checkpoint ck(dir);  // verifies sizes and checksums of every file
   const Config ckpt_cfg = parse_config(ck.read_text(kConfigFile), dir + "/" + kConfigFile);
   check_same_model(ckpt_cfg, cfg, dir);
@@ -164,6 +167,11 @@ TrainState load_run_checkpoint(const std::string& dir, const Config& cfg, GPT2& 
   s.last_loss = get_num<double>(kv, "last_loss", sfile);
   s.last_val_loss = get_num<double>(kv, "last_val_loss", sfile);
   if (s.step != ck.step()) fail("{}: state says step {} but the directory is for step {}", sfile, s.step, ck.step());
+  if (schedule) {
+    if (!ck.has_file(kScheduleFile))
+      fail("{}: no {} (the checkpoint was not written by a CompeteSMoE run)", dir, kScheduleFile);
+    *schedule = CompetitionSchedule::parse(ck.read_text(kScheduleFile), dir + "/" + kScheduleFile);
+  }
   return s;
 }
 

@@ -9,6 +9,7 @@
 #include "config/config.hpp"
 #include "data/loader.hpp"
 #include "model/gpt2.hpp"
+#include "moe/competition_schedule.hpp"
 #include "train/adamw.hpp"
 
 namespace competelm {
@@ -23,14 +24,17 @@ struct TrainState {
   double last_val_loss = -1.0;   // < 0: none yet
 };
 
-// Writes run_dir/checkpoints/step_<step>/ atomically; returns its path.
+// Writes run_dir/checkpoints/step_<step>/ atomically; returns its path. The competition
+// schedule (CompeteSMoE runs) is saved with it so that a resumed run uses the same table.
 std::string save_run_checkpoint(const std::string& run_dir, const Config& cfg, GPT2& model,
-                                AdamW& opt, const TrainState& state, Backend& backend);
+                                AdamW& opt, const TrainState& state, Backend& backend,
+                                const CompetitionSchedule* schedule = nullptr);
 
 // Restores model, optimizer and state from a verified checkpoint directory. The model shape
 // in the checkpoint must match cfg's: a mismatch is refused naming the key that differs.
+// schedule (if not null) is replaced by the checkpoint's; a checkpoint without one is refused.
 TrainState load_run_checkpoint(const std::string& dir, const Config& cfg, GPT2& model, AdamW& opt,
-                               Backend& backend);
+                               Backend& backend, CompetitionSchedule* schedule = nullptr);
 
 // The checkpoint to resume from: the newest complete one. If it fails verification the run
 // is refused, unless `fallback` lets it use the next older one (with a warning).

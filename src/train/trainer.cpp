@@ -16,9 +16,12 @@
 #include "core/json.hpp"
 #include "data/loader.hpp"
 #include "model/gpt2.hpp"
+#include "moe/competition_schedule.hpp"
+#include "moe/moe_config.hpp"
 #include "tokenizer/gpt2_tokenizer.hpp"
 #include "train/adamw.hpp"
 #include "train/lr_schedule.hpp"
+#include "train/moe_metrics.hpp"
 #include "train/run_logger.hpp"
 #include "train/run_state.hpp"
 #include "train/sampler.hpp"
@@ -108,11 +111,21 @@ int train(const Config& cfg, const TrainerOptions& opts, const DistInfo& dist) {
   init.std = cfg.model.init_std;
   init.decay_embeddings = cfg.optim.decay_embeddings;
   init.decay_norms = cfg.optim.decay_norms;
-  GPT2 model(*backend, shape_of(cfg), init, B, T);
+  ModelMoe moe;
+  if (cfg.moe.n_experts > 0) {
+    moe.layers = moe_layer_mask(cfg);
+    moe.options = moe_options(cfg);
+  }
+  GPT2 model(*backend, shape_of(cfg), init, B, T, moe);
+  const int n_moe = model.num_moe_layers();
+  // CompeteSMoE: the (layer, step) pairs that compete, drawn once from the seed (spec §5).
+  const bool competesmoe = n_moe > 0 && moe.options.router == MoeRouter::CompeteSMoE;
+  CompetitionSchedule competition;
+  if (competesmoe) competition = CompetitionSchedule::build(schedule_options(cfg));
   model.init_weights(cfg.run.seed);
   AdamW opt(*backend, model.params(),
             AdamWOptions{cfg.optim.beta1, cfg.optim.beta2, cfg.optim.eps, cfg.optim.weight_decay});
-  LrSchedule schedule{cfg.optim.schedule, cfg.optim.lr,         cfg.optim.min_lr_frac,
+  LrSchedule lr_schedule{cfg.optim.schedule, cfg.optim.lr,         cfg.optim.min_lr_frac,
                       cfg.optim.warmup_steps, cfg.train.steps, cfg.optim.wsd_decay_frac};
 
   // ---- data -------------------------------------------------------------------------------------
@@ -151,7 +164,7 @@ int train(const Config& cfg, const TrainerOptions& opts, const DistInfo& dist) {
   else if (opts.resume || cfg.checkpoint.resume == "auto")
     resume_dir = find_resume_checkpoint(cfg.run.dir, cfg.checkpoint.fallback);
   if (resume_dir) {
-    state = load_run_checkpoint(*resume_dir, cfg, model, opt, *backend);
+    state = load_run_checkpoint(*resume_dir, cfg, model, opt, *backend, competesmoe ? &competition : nullptr);
     train_loader.restore(state.train_loader);
     if (dist.is_main()) truncate_metrics_after(cfg.run.dir + "/metrics.jsonl", state.step);
     log->info("resumed from {} at step {}", *resume_dir, state.step);
@@ -173,6 +186,12 @@ int train(const Config& cfg, const TrainerOptions& opts, const DistInfo& dist) {
             "train data {} tokens in {} shard(s)",
             tokens_per_step, dist.world, accum, B, T, cfg.train.steps, train_loader.total_tokens(),
             train_loader.shards().size());
+  if (n_moe > 0)
+    log->info("moe: {} of {} blocks, {} experts (H={}) top-{} + {} shared, router {}, {:.2f}M active parameters "
+              "per token{}",
+              n_moe, cfg.model.n_layer, moe.options.n_experts, moe.options.expert_hidden, moe.options.top_k,
+              moe.options.shared_experts, cfg.moe.router, model.num_active_parameters() / 1e6,
+              competesmoe ? fmt::format("; competition on {} (layer, step) pairs", competition.total()) : "");
   log->info("run dir: {} (train.log, metrics.jsonl, checkpoints/)", cfg.run.dir);
 
   install_stop_signal_handlers();
@@ -180,6 +199,7 @@ int train(const Config& cfg, const TrainerOptions& opts, const DistInfo& dist) {
   if (dist.is_main()) metrics.open(cfg.run.dir + "/metrics.jsonl", std::ios::app);
 
   std::vector<int32_t> inputs(size_t(B) * T), targets(size_t(B) * T);
+  MoeStepMetrics moe_metrics(n_moe);
   const float inv_accum = 1.0f / float(accum);
   double ms_sum = 0.0;  // for the ETA: mean step time since the start of this process
   int ms_count = 0;
@@ -187,7 +207,8 @@ int train(const Config& cfg, const TrainerOptions& opts, const DistInfo& dist) {
 
   auto save = [&](const char* why) {
     state.train_loader = train_loader.state();
-    const std::string dir = save_run_checkpoint(cfg.run.dir, cfg, model, opt, state, *backend);
+    const std::string dir =
+        save_run_checkpoint(cfg.run.dir, cfg, model, opt, state, *backend, competesmoe ? &competition : nullptr);
     prune_checkpoints(cfg.run.dir, cfg.checkpoint.keep);
     last_saved = state.step;
     log->info("checkpoint ({}): {}", why, dir);
@@ -198,7 +219,8 @@ int train(const Config& cfg, const TrainerOptions& opts, const DistInfo& dist) {
     double sum = 0.0;
     for (int i = 0; i < cfg.eval.val_batches; ++i) {
       val_loader->next_batch(inputs.data(), targets.data());
-      sum += model.forward(inputs.data(), targets.data(), B, T);
+      model.forward(inputs.data(), targets.data(), B, T);
+      sum += model.last_lm_loss();  // validation reports the language-model loss alone
     }
     return sum / cfg.eval.val_batches;
   };
@@ -206,17 +228,24 @@ int train(const Config& cfg, const TrainerOptions& opts, const DistInfo& dist) {
   while (state.step < cfg.train.steps) {
     const auto t0 = Clock::now();
     const int64_t step = state.step;  // 0-based index of this optimizer step
-    const float lr = schedule.at(static_cast<int>(step));
+    const float lr = lr_schedule.at(static_cast<int>(step));
 
     // ---- forward + backward over the micro-steps ---------------------------------------------
     model.zero_grad();
-    double loss_sum = 0.0;
+    std::vector<bool> compete(n_moe, false);
+    for (int m = 0; competesmoe && m < n_moe; ++m) compete[m] = competition.competes(step, m);
+    moe_metrics.reset(n_moe);
+    double loss_sum = 0.0, lm_sum = 0.0;
     for (int micro = 0; micro < accum; ++micro) {
       train_loader.next_batch(inputs.data(), targets.data());
+      if (n_moe > 0) model.set_competition(compete);
       loss_sum += model.forward(inputs.data(), targets.data(), B, T);
+      lm_sum += model.last_lm_loss();
+      if (n_moe > 0) moe_metrics.add(model.moe_stats());
       model.backward(inv_accum);  // grads of the mean loss over the whole step
     }
-    const double loss = loss_sum / accum;
+    const double loss = loss_sum / accum;  // LM loss + MoE aux losses: what is optimised
+    const double lm_loss = lm_sum / accum;
     const double grad_norm = global_grad_norm(*backend, model.params(), model.grad_buffer());
 
     // ---- NaN / Inf guard: never let a bad step reach the weights or a checkpoint ------------------
@@ -272,6 +301,7 @@ int train(const Config& cfg, const TrainerOptions& opts, const DistInfo& dist) {
                 state.step, cfg.train.steps, loss,
                 val_loss ? fmt::format(" | val {:.4f}", *val_loss) : std::string(), lr, grad_norm, step_ms,
                 fmt_rate(tok_s), 100.0 * mfu, fmt_duration(eta));
+      if (n_moe > 0) log->info("           {}", moe_metrics.summary(model.moe_block_index()));
       if (metrics.is_open()) {
         JsonObject rec;
         rec.add("step", state.step);
@@ -283,6 +313,11 @@ int train(const Config& cfg, const TrainerOptions& opts, const DistInfo& dist) {
         rec.add("mfu", mfu);
         rec.add("tokens_seen", static_cast<int64_t>(state.tokens_seen));
         if (val_loss) rec.add("val_loss", *val_loss);
+        if (n_moe > 0) {
+          rec.add("lm_loss", lm_loss);
+          rec.add("aux_loss", moe_metrics.aux_loss());
+          rec.add_raw("moe", moe_metrics.json_array(model.moe_block_index()));
+        }
         metrics << rec.str() << '\n';
         metrics.flush();
       }

@@ -107,7 +107,7 @@ TEST_CASE("config: every struct field has exactly one schema key", "[config]") {
     total += n;
   }
   CHECK(total == schema::keys().size());
-  CHECK(schema::keys().size() == 44);
+  CHECK(schema::keys().size() == 62);
 }
 
 TEST_CASE("config: defaults come from the struct and pass their own validation", "[config]") {
@@ -306,8 +306,9 @@ TEST_CASE("config: malformed and unknown overrides are errors", "[config]") {
   const Error unknown = parse_error("run: {}\n", {"optim.lrr=3e-4"});
   CHECK(std::string(unknown.what()) == "--set optim.lrr=3e-4: unknown key 'optim.lrr'");
   CHECK(unknown.hint() == "did you mean 'optim.lr'?");
-  CHECK_THAT(parse_error("run: {}\n", {"moe.n_expert=8"}).what(),
-             Catch::Contains("MoE keys arrive with the MoE layers"));
+  const Error moe = parse_error("run: {}\n", {"moe.n_expert=8"});
+  CHECK(std::string(moe.what()) == "--set moe.n_expert=8: unknown key 'moe.n_expert'");
+  CHECK(moe.hint() == "did you mean 'moe.n_experts'?");
 }
 
 TEST_CASE("config: cross-key checks name both keys", "[config]") {
@@ -382,14 +383,148 @@ TEST_CASE("config: the Markdown reference lists every key with its default", "[c
   CHECK_THAT(md, Catch::Contains("cosine, linear, constant, wsd"));
 }
 
-TEST_CASE("config: moe may be absent, empty or null, but takes no keys yet", "[config]") {
+TEST_CASE("config: moe may be absent, empty or null: a dense model", "[config]") {
   for (const char* ok : {"run: {}\n", "moe:\n", "moe: {}\n", "moe: ~\n", "moe: null\n"}) {
     CAPTURE(ok);
-    CHECK_NOTHROW(parse_config(ok, "m.yaml"));
+    const Config c = parse_config(ok, "m.yaml");
+    CHECK(c.moe.n_experts == 0);
+    CHECK(values_of(c) == values_of(Config{}));
   }
   const Error e = parse_error("moe:\n  n_expert: 8\n");
-  CHECK(std::string(e.what()) ==
-        "test.yaml:2:3: unknown key 'moe.n_expert' (MoE keys arrive with the MoE layers)");
+  CHECK(std::string(e.what()) == "test.yaml:2:3: unknown key 'moe.n_expert'");
+  CHECK(e.hint() == "did you mean 'moe.n_experts'?");
+  CHECK(parse_error("moe:\n  competition_rat: 0.1\n").hint() ==
+        "did you mean 'moe.competition_rate'?");
+  CHECK(parse_error("model:\n  n_experts: 8\n").hint() == "did you mean 'moe.n_experts'?");
+}
+
+TEST_CASE("config: every moe key parses", "[config]") {
+  const Config c = parse_config(R"(
+model:
+  n_layer: 6
+moe:
+  n_experts: 16
+  top_k: 4
+  router: softmax_topk
+  layers: "1, 3,5"
+  expert_hidden: 320
+  shared_experts: 1
+  balance: switch
+  balance_coef: 0.02
+  z_loss_coef: 0.001
+  competition_score: l2
+  competition_rate: 0.1
+  competition_warmup: 0
+  competition_max_layers: 3
+  router_coef: 0.01
+  distill_theta: 0
+  distill_target: topk
+  diversity_coef: 0.0
+  competition_balance_coef: 0.001
+)",
+                                "moe.yaml");
+  const MoeSection& m = c.moe;
+  CHECK(m.n_experts == 16);
+  CHECK(m.top_k == 4);
+  CHECK(m.router == "softmax_topk");
+  CHECK(m.layers == "1, 3,5");
+  CHECK(m.expert_hidden == 320);
+  CHECK(m.shared_experts == 1);
+  CHECK(m.balance == "switch");
+  CHECK(m.balance_coef == 0.02f);
+  CHECK(m.z_loss_coef == 0.001f);
+  CHECK(m.competition_score == "l2");
+  CHECK(m.competition_rate == 0.1f);
+  CHECK(m.competition_warmup == 0.0f);
+  CHECK(m.competition_max_layers == 3);
+  CHECK(m.router_coef == 0.01f);
+  CHECK(m.distill_theta == 0.0f);
+  CHECK(m.distill_target == "topk");
+  CHECK(m.diversity_coef == 0.0f);
+  CHECK(m.competition_balance_coef == 0.001f);
+  // A bare number and a bare list are scalars in YAML: one block, or several.
+  CHECK(parse_config("model:\n  n_layer: 4\nmoe:\n  n_experts: 2\n  layers: 3\n", "a").moe.layers ==
+        "3");
+  CHECK(parse_config("model:\n  n_layer: 4\nmoe:\n  n_experts: 2\n  layers: 0,3\n", "a").moe.layers ==
+        "0,3");
+  // And they round-trip through the resolved YAML.
+  const Config back = parse_config(to_yaml(c), "resolved.yaml");
+  CHECK(values_of(back) == values_of(c));
+}
+
+TEST_CASE("config: moe enums and ranges are checked", "[config]") {
+  const Error router = parse_error("moe:\n  router: compete\n");
+  CHECK(std::string(router.what()) ==
+        "test.yaml:2: moe.router: unknown value 'compete'; allowed: softmax_topk, competesmoe, "
+        "sigmoid_topk");
+  CHECK(router.hint() == "did you mean 'competesmoe'?");
+  CHECK_THAT(parse_error("moe:\n  balance: aux\n").what(), Catch::Contains("entropy, switch"));
+  CHECK_THAT(parse_error("moe:\n  competition_score: l1\n").what(),
+             Catch::Contains("softplus_mean, l2"));
+  CHECK_THAT(parse_error("moe:\n  distill_target: all\n").what(), Catch::Contains("full, topk"));
+
+  const std::vector<std::pair<std::string, std::string>> out_of_range = {
+      {"n_experts: -1", "≥ 0"},          {"top_k: 0", "≥ 1"},
+      {"expert_hidden: -8", "≥ 0"},      {"shared_experts: -1", "≥ 0"},
+      {"balance_coef: -0.1", "≥ 0"},     {"z_loss_coef: -1e-3", "≥ 0"},
+      {"router_coef: -1", "≥ 0"},        {"diversity_coef: -1", "≥ 0"},
+      {"competition_balance_coef: -1", "≥ 0"},
+      {"competition_rate: 1.5", "[0, 1]"}, {"competition_rate: -0.1", "[0, 1]"},
+      {"competition_warmup: 2", "[0, 1]"}, {"competition_max_layers: 0", "≥ 1"},
+      {"distill_theta: -0.2", "≥ 0"},
+  };
+  for (const auto& [line, allowed] : out_of_range) {
+    CAPTURE(line);
+    const std::string key = "moe." + line.substr(0, line.find(':'));
+    CHECK_THAT(parse_error("moe:\n  " + line + "\n").what(),
+               Catch::StartsWith("test.yaml:2: " + key + ": ") &&
+                   Catch::Contains("out of range; allowed: " + allowed));
+  }
+  // The limits themselves are allowed.
+  CHECK_NOTHROW(parse_config("moe:\n  competition_rate: 1\n  competition_warmup: 1\n", "a"));
+  CHECK_NOTHROW(parse_config("moe:\n  competition_rate: 0\n  competition_warmup: 0\n", "a"));
+  CHECK_THAT(parse_error("moe:\n  layers: \"\"\n").what(), Catch::Contains("moe.layers: must not be empty"));
+  CHECK_THAT(parse_error("moe:\n  layers: [0, 2]\n").what(),
+             Catch::Contains("moe.layers: expected a single string, got a list"));
+}
+
+TEST_CASE("config: moe cross-key checks when there are experts", "[config]") {
+  const Error k = parse_error("moe:\n  n_experts: 2\n  top_k: 3\n");
+  CHECK(std::string(k.what()) == "test.yaml: moe.top_k (3, from test.yaml:3) must be at most "
+                                 "moe.n_experts (2, from test.yaml:2)");
+  CHECK_THAT(k.hint(), Catch::Contains("moe.top_k: 2"));
+  CHECK_NOTHROW(parse_config("moe:\n  n_experts: 2\n  top_k: 2\n", "a"));
+  CHECK_THAT(parse_error("moe:\n  n_experts: 1\n").what(),  // top_k defaults to 2
+             Catch::Contains("moe.top_k (2, from default)"));
+
+  const Error l = parse_error("model:\n  n_layer: 4\nmoe:\n  n_experts: 4\n  layers: 0,2,4\n");
+  CHECK(std::string(l.what()) ==
+        "test.yaml: moe.layers ('0,2,4', from test.yaml:5): in '0,2,4': block 4 does not exist: "
+        "model.n_layer is 4 (blocks 0..3) (model.n_layer from test.yaml:2)");
+  CHECK_THAT(l.hint(), Catch::Contains("every:N:OFFSET"));
+  CHECK_THAT(parse_error("moe:\n  n_experts: 4\n  layers: 1,1\n").what(),
+             Catch::Contains("block 1 is listed twice"));
+  CHECK_THAT(parse_error("moe:\n  n_experts: 4\n  layers: every:0\n").what(),
+             Catch::Contains("moe.layers ('every:0', from test.yaml:3)"));
+  CHECK_THAT(parse_error("moe:\n  n_experts: 4\n  layers: alll\n").what(),
+             Catch::Contains("'alll' is not a block index"));
+  // An override can break it (naming --set) or repair it.
+  CHECK_THAT(parse_error("moe:\n  n_experts: 4\n", {"model.n_layer=2", "moe.layers=3"}).what(),
+             Catch::Contains("moe.layers ('3', from --set)") &&
+                 Catch::Contains("model.n_layer from --set"));
+  CHECK(parse_config("moe:\n  n_experts: 4\n  layers: 9\n", "a", {"moe.layers=every:2:1"})
+            .moe.layers == "every:2:1");
+
+  // Dense (n_experts 0): the moe keys are allowed but unused, so nothing is cross-checked.
+  const Config dense = parse_config("model:\n  n_layer: 2\nmoe:\n  top_k: 5\n  layers: 7,7\n", "d");
+  CHECK(dense.moe.n_experts == 0);
+  CHECK(dense.moe.layers == "7,7");
+  // ...until experts are switched on.
+  CHECK_THAT(parse_error("model:\n  n_layer: 2\nmoe:\n  top_k: 9\n", {"moe.n_experts=8"}).what(),
+             Catch::Contains("moe.top_k (9, from test.yaml:4)") &&
+                 Catch::Contains("moe.n_experts (8, from --set)"));
+  CHECK_THAT(parse_error("moe:\n  layers: 7,7\n", {"moe.n_experts=8"}).what(),
+             Catch::Contains("block 7 is listed twice"));
 }
 
 TEST_CASE("config: malformed documents, duplicates, empty and missing files", "[config]") {
@@ -422,7 +557,7 @@ TEST_CASE("config: every file in configs/ loads", "[config]") {
     CHECK_NOTHROW(load_config(entry.path().string()));
     ++n;
   }
-  CHECK(n >= 3);
+  CHECK(n >= 5);
 
   const Config tiny = load_config((dir / "tiny.yaml").string());
   CHECK(tiny.source == (dir / "tiny.yaml").string());
@@ -432,9 +567,42 @@ TEST_CASE("config: every file in configs/ loads", "[config]") {
   CHECK(tiny.train.steps == 20);
   CHECK(tiny.eval.val_batches == 2);
   CHECK(tiny.run.dir == "runs/tiny");
+  CHECK(tiny.moe.n_experts == 0);
   const Config gpt2 = load_config((dir / "gpt2-124m.yaml").string());
   CHECK(gpt2.train.batch_tokens == 524288);
   CHECK(gpt2.optim.warmup_steps == 700);
+  CHECK(gpt2.moe.n_experts == 0);
+
+  // The MoE configs: the dense shapes with experts, CompeteSMoE routing.
+  const Config tiny_moe = load_config((dir / "tiny-moe.yaml").string());
+  CHECK(tiny_moe.model.n_layer == tiny.model.n_layer);
+  CHECK(tiny_moe.model.d_model == tiny.model.d_model);
+  CHECK(tiny_moe.train.steps == tiny.train.steps);
+  CHECK(tiny_moe.moe.n_experts == 4);
+  CHECK(tiny_moe.moe.top_k == 2);
+  CHECK(tiny_moe.moe.router == "competesmoe");
+  CHECK(tiny_moe.run.dir != tiny.run.dir);
+  const Config quick = load_config((dir / "quickstart.yaml").string());
+  CHECK(quick.model.n_layer == 4);
+  CHECK(quick.model.d_model == 128);
+  CHECK(quick.train.steps == 600);
+  CHECK(quick.train.batch_tokens == 1024);
+  CHECK(quick.moe.n_experts == 8);
+  CHECK(quick.moe.top_k == 2);
+  CHECK(quick.moe.router == "competesmoe");
+  CHECK(quick.moe.layers == "all");
+  CHECK(load_config((dir / "quickstart.yaml").string(), {"moe.router=softmax_topk"}).moe.router ==
+        "softmax_topk");
+  const Config gpt2_moe = load_config((dir / "gpt2-124m-moe.yaml").string());
+  CHECK(gpt2_moe.model.n_layer == 12);
+  CHECK(gpt2_moe.model.d_model == 768);
+  CHECK(gpt2_moe.train.batch_tokens == 524288);
+  CHECK(gpt2_moe.moe.n_experts == 8);
+  CHECK(gpt2_moe.moe.top_k == 2);
+  CHECK(gpt2_moe.moe.layers == "all");
+  CHECK(gpt2_moe.moe.router == "competesmoe");
+  CHECK(gpt2_moe.moe.competition_rate == MoeSection{}.competition_rate);
+  CHECK(gpt2_moe.run.dir != gpt2.run.dir);
 }
 
 TEST_CASE("config: edit distance and suggestions", "[config]") {

@@ -60,19 +60,20 @@ log: {every: 1, level: warn}
   return parse_config(yaml, "tiny-test.yaml", overrides);
 }
 
-// The "key": value numbers of every line of a metrics.jsonl, as raw strings (bit-exact compare).
+// Every "key": value of a metrics.jsonl (all occurrences, line by line), as raw strings
+// (bit-exact compare).
 inline std::vector<std::string> metric_values(const std::string& file, const std::string& key) {
   std::vector<std::string> out;
   std::ifstream in(file);
   std::string line;
   const std::string pat = "\"" + key + "\":";
   while (std::getline(in, line)) {
-    auto p = line.find(pat);
-    if (p == std::string::npos) continue;
-    p += pat.size();
-    while (p < line.size() && line[p] == ' ') ++p;
-    auto e = line.find_first_of(",}", p);
-    out.push_back(line.substr(p, e - p));
+    for (auto p = line.find(pat); p != std::string::npos; p = line.find(pat, p)) {
+      p += pat.size();
+      while (p < line.size() && line[p] == ' ') ++p;
+      const auto e = line.find_first_of(",}", p);
+      out.push_back(line.substr(p, e - p));
+    }
   }
   return out;
 }
