@@ -27,7 +27,10 @@ Top-K ties: the lowest expert index wins (sort by (−value, index)).
 
 Modes (see --help): `layer` writes one layer's forward/backward; `model` a small GPT-2 whose
 FFN is this layer in the chosen blocks, with several AdamW steps. Both write a reffile.
+`batch FILE` runs one `layer`/`model` command line per line of FILE in this process (torch
+is imported once: the tests generate all the cases of a test case in one call).
 """
+import shlex
 import argparse
 import math
 import sys
@@ -226,7 +229,7 @@ def min_gap(info):
 
 def layer_main(a):
     o = MoeOpts(a)
-    dtype = torch.float64
+    dtype = getattr(torch, a.dtype)
     B, T, C = a.B, a.T, a.C
     prefix = "moe."
     for attempt in range(200):
@@ -354,7 +357,7 @@ def model_main(a):
     for s, ls in enumerate(compete):
         if set(ls) - set(moe_layers):
             raise SystemExit(f"moe.py: step {s}: a non-MoE layer cannot compete")
-    dtype = torch.float64
+    dtype = getattr(torch, a.dtype)
     torch.manual_seed(a.seed)
 
     for attempt in range(50):
@@ -443,6 +446,19 @@ def run_model(a, o, params, batches, moe_layers, compete):
 # ---------------------------------------------------------------------------------------
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["batch"]:
+        if len(argv) != 2:
+            print("usage: moe.py batch FILE (one layer/model command line per line)", file=sys.stderr)
+            return 2
+        with open(argv[1]) as f:
+            for line in f:
+                if line.strip():
+                    rc = main(shlex.split(line))
+                    if rc:
+                        print(f"moe.py: batch line failed ({rc}): {line.strip()}", file=sys.stderr)
+                        return rc
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="mode", required=True)
 
@@ -490,6 +506,9 @@ def main(argv=None):
     ma.add_argument("--clip", type=float, default=0.0)
     ma.add_argument("--min-gap", type=float, default=2e-4)
     ma.add_argument("--verbose", action="store_true")
+    for p in (la, ma):
+        p.add_argument("--dtype", choices=["float64", "float32"], default="float64",
+                       help="float32 only to estimate the fp32 error level of the C++ side")
 
     a = ap.parse_args(argv)
     if a.K < 1 or a.K > a.E or (a.mode == "layer" and a.ties and (a.E < 3 or a.K >= a.E)):

@@ -20,7 +20,8 @@
 //   each loss term, router entropy : |Δ| ≤ 1e-5 · |ref| + 1e-7
 //   tokens per expert, competed    : exact;  overlap: |Δ| ≤ 1e-9 (a ratio of small counts)
 //   model: logits as the dense test, loss (LM + Σ aux) and per-step losses 1e-5 relative,
-//   final weights after AdamW 0.02·lr
+//   per-step MoE stats 1e-4 relative (+1e-6; fp32 weights drift from fp64 over the steps),
+//   final weights after AdamW 0.02·lr (AdamW eps 1e-5: see ModelCase)
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -109,23 +110,37 @@ const Record& get(const RefFile& ref, const std::string& name) {
   return it->second;
 }
 
-// Runs tests/reference/moe.py with `args` into a temporary file and loads it. A missing
-// torch is a failure (a declared test dependency), never a silent pass.
-RefFile run_reference(const std::string& label, const std::string& args) {
-  const std::filesystem::path out = std::filesystem::temp_directory_path() /
-                                    fmt::format("competelm_moeref_{}_{}.bin", label, ::getpid());
-  const std::string cmd = fmt::format("{} {}/tests/reference/moe.py {} --out '{}'", COMPETELM_PYTHON,
-                                      COMPETELM_SOURCE_DIR, args, out.string());
-  INFO("reference command: " << cmd);
+// Runs tests/reference/moe.py once for several command lines (`batch` mode: torch is imported
+// once) into temporary files and loads them, in order. A missing torch is a failure (a
+// declared test dependency), never a silent pass.
+std::vector<RefFile> run_references(const std::string& label, const std::vector<std::string>& args) {
+  const std::filesystem::path dir = std::filesystem::temp_directory_path();
+  const std::string stem = fmt::format("competelm_moeref_{}_{}", label, ::getpid());
+  const std::filesystem::path list = dir / (stem + ".txt");
+  std::vector<std::filesystem::path> outs;
+  {
+    std::ofstream f(list);
+    for (size_t i = 0; i < args.size(); ++i) {
+      outs.push_back(dir / fmt::format("{}_{}.bin", stem, i));
+      f << args[i] << " --out '" << outs.back().string() << "'\n";
+    }
+  }
+  const std::string cmd = fmt::format("{} {}/tests/reference/moe.py batch '{}'", COMPETELM_PYTHON,
+                                      COMPETELM_SOURCE_DIR, list.string());
+  INFO("reference command: " << cmd << " (one line per case)");
   const int status = std::system(cmd.c_str());
   const int code = (status != -1 && WIFEXITED(status)) ? WEXITSTATUS(status) : -1;
+  std::filesystem::remove(list);
   if (code == 3)
     FAIL("PyTorch is not importable by " COMPETELM_PYTHON
          " (a test dependency): install python3-torch");
   REQUIRE(code == 0);
-  RefFile ref = read_ref_file(out.string());
-  std::filesystem::remove(out);
-  return ref;
+  std::vector<RefFile> refs;
+  for (const auto& out : outs) {
+    refs.push_back(read_ref_file(out.string()));
+    std::filesystem::remove(out);
+  }
+  return refs;
 }
 
 struct Diff {
@@ -171,11 +186,18 @@ void upload(Backend& be, float* dst, const Record& rec) {
 
 bool term_close(double ours, double ref) { return std::fabs(ours - ref) <= 1e-5 * std::fabs(ref) + 1e-7; }
 
+// The reference always reports every term it can compute (z-loss on every step, e.g.);
+// MoeLayerStats reports 0 for a term that is not active, and a term with coefficient 0 may
+// count as inactive: then either 0 or the true value is accepted (it adds nothing to aux).
+
 // The unscaled terms in the order moe.py writes them (TERMS), read off our stats.
 const char* const kTermNames[] = {"balance", "z_loss", "distill", "diversity", "competition_balance",
                                   "aux_loss"};
 std::vector<double> stats_terms(const MoeLayerStats& s) {
   return {s.balance, s.z_loss, s.distill, s.diversity, s.competition_balance, s.aux_loss};
+}
+std::vector<double> term_coefs(const MoeOptions& o) {
+  return {o.balance_coef, o.z_loss_coef, o.router_coef, o.diversity_coef, o.competition_balance_coef, 1.0};
 }
 
 // ---- what a case configures, on both sides ------------------------------------------------
@@ -240,12 +262,14 @@ struct LayerCase {
   uint64_t seed = 1234;
 };
 
+std::string layer_args(const LayerCase& c) {
+  return fmt::format("layer --seed {} --B {} --T {} --C {} {}{}{} --aux-scale {} --dout-scale {}", c.seed, c.B,
+                     c.T, c.C, moe_args(c.moe, c.coefs), c.compete ? " --compete" : "", c.ties ? " --ties" : "",
+                     c.aux_scale, c.dout_scale);
+}
+
 // One forward + backward of our layer on the reference's inputs, compared with it.
-void check_layer(const LayerCase& c) {
-  const RefFile ref = run_reference(
-      c.label, fmt::format("layer --seed {} --B {} --T {} --C {} {}{}{} --aux-scale {} --dout-scale {}",
-                           c.seed, c.B, c.T, c.C, moe_args(c.moe, c.coefs), c.compete ? " --compete" : "",
-                           c.ties ? " --ties" : "", c.aux_scale, c.dout_scale));
+void check_layer(const LayerCase& c, const RefFile& ref) {
   CAPTURE(c.label);
   const int B = c.B, T = c.T, C = c.C, N = B * T;
   const MoeOptions opts = make_options(c.moe, c.coefs);
@@ -305,11 +329,11 @@ void check_layer(const LayerCase& c) {
     const double ref_overlap = get(ref, "overlap").f64.at(0);
     INFO(fmt::format("overlap ours {:.9g} ref {:.9g}", st.overlap, ref_overlap));
     CHECK(std::fabs(st.overlap - ref_overlap) <= 1e-9);
-    const std::vector<double> ours = stats_terms(st);
+    const std::vector<double> ours = stats_terms(st), coefs = term_coefs(opts);
     for (size_t i = 0; i < ours.size(); ++i) {
       const double r = get(ref, std::string("term.") + kTermNames[i]).f64.at(0);
       INFO(fmt::format("loss term {}: ours {:.9g} ref {:.9g}", kTermNames[i], ours[i], r));
-      CHECK(term_close(ours[i], r));
+      CHECK((term_close(ours[i], r) || (coefs[i] == 0.0 && ours[i] == 0.0)));
     }
 
     be->zero(gbuf, params.total_elements() * sizeof(float));
@@ -351,88 +375,74 @@ Coefs with_z(Coefs c, double z) {
   return c;
 }
 
-}  // namespace
-
-TEST_CASE("MoE layer matches PyTorch: softmax_topk", "[reference][moe]") {
-  LayerCase c{"softmax_entropy_z", shape("softmax_topk", 4, 2), with_z(kBoosted, 0.05)};
-  SECTION("entropy balance, z-loss on") { check_layer(c); }
-  SECTION("switch balance, K=1 of 8, odd sizes") {
-    c = {"softmax_switch", shape("softmax_topk", 8, 1, 0, "switch"), kBoosted};
-    c.B = 3, c.T = 5, c.C = 20;
-    check_layer(c);
-  }
-  SECTION("spec default coefficients, a shared expert") {
-    c = {"softmax_default", shape("softmax_topk", 4, 2, 1), Coefs{}};
-    check_layer(c);
-  }
+// All the cases of a test case come from one run of the reference script.
+void check_layers(const std::string& label, const std::vector<LayerCase>& cases) {
+  std::vector<std::string> args;
+  for (const auto& c : cases) args.push_back(layer_args(c));
+  const std::vector<RefFile> refs = run_references(label, args);
+  REQUIRE(refs.size() == cases.size());
+  for (size_t i = 0; i < cases.size(); ++i) check_layer(cases[i], refs[i]);
 }
 
-TEST_CASE("MoE layer matches PyTorch: sigmoid_topk", "[reference][moe]") {
-  LayerCase c{"sigmoid_entropy", shape("sigmoid_topk", 4, 2, 1), with_z(kBoosted, 0.05)};
-  SECTION("entropy balance, a shared expert, z-loss on") { check_layer(c); }
-  SECTION("switch balance, K=3 of 6, odd sizes, aux loss alone") {
-    c = {"sigmoid_switch", shape("sigmoid_topk", 6, 3, 0, "switch"), kBoosted};
-    c.B = 3, c.T = 5, c.C = 20, c.dout_scale = 0.0;
-    check_layer(c);
-  }
+LayerCase odd_sizes(LayerCase c) {
+  c.B = 3, c.T = 5, c.C = 20;
+  return c;
+}
+LayerCase aux_only(LayerCase c) {
+  c.dout_scale = 0.0;
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("MoE layer matches PyTorch: softmax_topk and sigmoid_topk", "[reference][moe]") {
+  check_layers("topk", {
+      // entropy balance, z-loss on
+      {"softmax_entropy_z", shape("softmax_topk", 4, 2), with_z(kBoosted, 0.05)},
+      // switch balance, K=1 of 8 (the gate is 1: the router learns from the balance alone)
+      odd_sizes({"softmax_switch", shape("softmax_topk", 8, 1, 0, "switch"), kBoosted}),
+      // the spec's default coefficients, a shared expert
+      {"softmax_default", shape("softmax_topk", 4, 2, 1), Coefs{}},
+      {"sigmoid_entropy_z", shape("sigmoid_topk", 4, 2, 1), with_z(kBoosted, 0.05)},
+      aux_only(odd_sizes({"sigmoid_switch", shape("sigmoid_topk", 6, 3, 0, "switch"), kBoosted})),
+  });
 }
 
 TEST_CASE("MoE layer matches PyTorch: competesmoe, normal steps", "[reference][moe]") {
-  LayerCase c{"compete_normal_default", shape("competesmoe", 4, 2), Coefs{}};
-  SECTION("spec default coefficients") { check_layer(c); }
-  SECTION("switch balance, boosted coefficients, aux loss alone") {
-    c = {"compete_normal_switch", shape("competesmoe", 6, 2, 0, "switch"), kBoosted};
-    c.dout_scale = 0.0;
-    check_layer(c);
-  }
+  check_layers("normal", {
+      {"compete_normal_default", shape("competesmoe", 4, 2), Coefs{}},
+      aux_only({"compete_normal_switch", shape("competesmoe", 6, 2, 0, "switch"), kBoosted}),
+  });
 }
 
 TEST_CASE("MoE layer matches PyTorch: competesmoe, competition steps, softplus_mean", "[reference][moe]") {
-  LayerCase c{"compete_softplus", shape("competesmoe", 4, 2), kBoosted, /*compete*/ true};
-  SECTION("softplus_mean score") { check_layer(c); }
-  SECTION("softplus_mean score, aux loss alone, z-loss on") {
-    c = {"compete_softplus_aux", shape("competesmoe", 4, 2), with_z(kBoosted, 0.05), true};
-    c.dout_scale = 0.0;
-    check_layer(c);
-  }
-  SECTION("softplus_mean score, spec default coefficients, two shared experts") {
-    c = {"compete_softplus_default", shape("competesmoe", 4, 2, 2), Coefs{}, true};
-    check_layer(c);
-  }
-  SECTION("distillation target over the winners only (2024 form)") {
-    Coefs k = kBoosted;
-    k.topk_target = true;
-    c = {"compete_topk_target", shape("competesmoe", 4, 2), k, true};
-    check_layer(c);
-  }
+  Coefs topk_target = kBoosted;
+  topk_target.topk_target = true;  // the 2024 distillation target: softmax over the winners only
+  check_layers("softplus", {
+      {"compete_softplus", shape("competesmoe", 4, 2), kBoosted, true},
+      aux_only({"compete_softplus_aux_z", shape("competesmoe", 4, 2), with_z(kBoosted, 0.05), true}),
+      {"compete_softplus_default_2shared", shape("competesmoe", 4, 2, 2), Coefs{}, true},
+      {"compete_topk_target", shape("competesmoe", 4, 2), topk_target, true},
+  });
 }
 
 TEST_CASE("MoE layer matches PyTorch: competesmoe, competition steps, l2", "[reference][moe]") {
-  LayerCase c{"compete_l2", shape("competesmoe", 4, 2, 1, "entropy", "l2"), kBoosted, true};
-  SECTION("l2 score, a shared expert") { check_layer(c); }
-  SECTION("l2 score, K=3 of 6, odd sizes, aux loss alone") {
-    c = {"compete_l2_aux", shape("competesmoe", 6, 3, 0, "switch", "l2"), kBoosted, true};
-    c.B = 3, c.T = 5, c.C = 20, c.dout_scale = 0.0;
-    check_layer(c);
-  }
-  SECTION("l2 score, spec default coefficients, K=1 (no diversity pairs)") {
-    c = {"compete_l2_k1", shape("competesmoe", 4, 1, 0, "entropy", "l2"), Coefs{}, true};
-    check_layer(c);
-  }
+  check_layers("l2", {
+      {"compete_l2_shared", shape("competesmoe", 4, 2, 1, "entropy", "l2"), kBoosted, true},
+      aux_only(odd_sizes({"compete_l2_aux", shape("competesmoe", 6, 3, 0, "switch", "l2"), kBoosted, true})),
+      // K=1: no diversity pairs, the l2 gate is softmax of one score = 1
+      {"compete_l2_k1", shape("competesmoe", 4, 1, 0, "entropy", "l2"), Coefs{}, true},
+  });
 }
 
 TEST_CASE("MoE layer top-K ties: the lowest expert index wins", "[reference][moe]") {
-  LayerCase c{"ties_softmax", shape("softmax_topk", 4, 2), kBoosted, false, /*ties*/ true};
-  SECTION("softmax_topk") { check_layer(c); }
-  SECTION("sigmoid_topk, K=3 of 6") {
-    c = {"ties_sigmoid", shape("sigmoid_topk", 6, 3), kBoosted, false, true};
-    check_layer(c);
-  }
-  SECTION("competesmoe normal step, switch balance") {
-    c = {"ties_compete", shape("competesmoe", 5, 2, 0, "switch"), kBoosted, false, true};
-    c.seed = 99;
-    check_layer(c);
-  }
+  LayerCase compete{"ties_compete", shape("competesmoe", 5, 2, 0, "switch"), kBoosted, false, true};
+  compete.seed = 99;
+  check_layers("ties", {
+      {"ties_softmax", shape("softmax_topk", 4, 2), kBoosted, false, /*ties*/ true},
+      {"ties_sigmoid", shape("sigmoid_topk", 6, 3), kBoosted, false, true},
+      compete,
+  });
 }
 
 // ---- whole model ----------------------------------------------------------------------------
@@ -457,17 +467,22 @@ struct ModelCase {
   int L = 2, steps = 6;
   double clip = 0.0;
   int B = 2, T = 8, maxT = 9, C = 32, NH = 4, V = 97;
-  double lr = 1e-2, beta1 = 0.9, beta2 = 0.95, eps = 1e-6, wd = 0.1;
+  // eps = 1e-5: an expert's hidden unit deep in GELU's flat tail has gradients ~1e-7, whose
+  // fp32 rounding (different summation order: the experts see only their tokens) Adam would
+  // otherwise blow up to a visible fraction of lr (measured with moe.py --dtype float32: the
+  // same elements move ~1e-4 at eps = 1e-6). Ordinary gradients (1e-3..1e-1) do not notice.
+  double lr = 1e-2, beta1 = 0.9, beta2 = 0.95, eps = 1e-5, wd = 0.1;
   uint64_t seed = 1234;
 };
 
 void check_model(const ModelCase& c) {
-  const RefFile ref = run_reference(
-      c.label,
+  const RefFile ref = run_references(
+      c.label, {
       fmt::format("model --seed {} --B {} --T {} --maxT {} --C {} --L {} --NH {} --V {} {} --moe-layers {} "
                   "--compete '{}' --steps {} --lr {} --beta1 {} --beta2 {} --eps {} --wd {} --clip {}",
                   c.seed, c.B, c.T, c.maxT, c.C, c.L, c.NH, c.V, moe_args(c.moe, c.coefs), c.moe_layers,
-                  c.compete, c.steps, c.lr, c.beta1, c.beta2, c.eps, c.wd, c.clip));
+                  c.compete, c.steps, c.lr, c.beta1, c.beta2, c.eps, c.wd, c.clip)})
+                           .at(0);
   CAPTURE(c.label);
   REQUIRE(get(ref, "config").i32 == std::vector<int32_t>{c.B, c.T, c.maxT, c.C, c.L, c.NH, c.V, c.steps});
   std::vector<bool> is_moe(static_cast<size_t>(c.L), false);
@@ -518,14 +533,15 @@ void check_model(const ModelCase& c) {
       CHECK(std::fabs(st.overlap - get(ref, "overlap." + key).f64.at(0)) <= 1e-9);
       const double ent = get(ref, "router_entropy." + key).f64.at(0);
       INFO(fmt::format("router entropy ours {:.9g} ref {:.9g}", st.router_entropy, ent));
-      CHECK(std::fabs(st.router_entropy - ent) <= 1e-5 * std::fabs(ent) + 1e-6);
-      const std::vector<double> ours = stats_terms(st);
+      CHECK(std::fabs(st.router_entropy - ent) <= 1e-4 * std::fabs(ent) + 1e-6);
+      const std::vector<double> ours = stats_terms(st), coefs = term_coefs(opts);
       const std::vector<double>& want = get(ref, "terms." + key).f64;
       REQUIRE(want.size() == ours.size());
       for (size_t t = 0; t < ours.size(); ++t) {
         INFO(fmt::format("loss term {}: ours {:.9g} ref {:.9g}", kTermNames[t], ours[t], want[t]));
         // after AdamW steps the fp32 weights carry ~1e-6 relative drift: looser than the layer
-        CHECK(std::fabs(ours[t] - want[t]) <= 1e-4 * std::fabs(want[t]) + 1e-6);
+        CHECK((std::fabs(ours[t] - want[t]) <= 1e-4 * std::fabs(want[t]) + 1e-6 ||
+               (coefs[t] == 0.0 && ours[t] == 0.0)));
       }
     }
   };
