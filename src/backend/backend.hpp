@@ -102,6 +102,100 @@ class Backend {
   virtual void adamw_update(float* params, const float* grads, float* m, float* v, size_t n,
                             float lr, float beta1, float beta2, float eps, float weight_decay,
                             float grad_scale, int t) = 0;
+
+  // ---- MoE ----
+  // The routing math of a Mixture-of-Experts layer (src/moe/moe_layer.hpp). N tokens, E
+  // experts, K winners per token; index tensors are int32 in backend memory. A "slot" is a
+  // (token n, choice k) pair, numbered n·K + k; a "row" is a slot's position in the
+  // expert-sorted (grouped) buffers of R = N·K rows. Top-K is descending with ties going to
+  // the LOWEST index. Ops returning a double reduce to the host (a sync on a device backend).
+  // Loss ops: d pointers may be null (value only); otherwise they ACCUMULATE scale·∂loss/∂.
+  //
+  // Router: act = softmax(logits) (sigmoid=false; probs = act, the two may alias) or
+  // act = sigmoid(logits) and probs = act / Σ_e act (sigmoid=true, normalised-sigmoid gating).
+  virtual void moe_router_forward(float* act /*(N,E)*/, float* probs /*(N,E)*/,
+                                  const float* logits /*(N,E)*/, int N, int E, bool sigmoid) = 0;
+  // dlogits (=) = ∂L/∂logits given ∂L/∂act at the top-K entries (dval at idx; dval may be
+  // null) and ∂L/∂probs (dprobs, may be null).
+  virtual void moe_router_backward(float* dlogits /*(N,E)*/, const float* dval /*(N,K)*/,
+                                   const int32_t* idx /*(N,K)*/, const float* dprobs /*(N,E)*/,
+                                   const float* act /*(N,E)*/, const float* probs /*(N,E)*/,
+                                   int N, int E, int K, bool sigmoid) = 0;
+  // idx = top-K of each row of x (descending, ties → lowest index), val = x[idx].
+  virtual void moe_topk(int32_t* idx /*(N,K)*/, float* val /*(N,K)*/, const float* x /*(N,E)*/,
+                        int N, int E, int K) = 0;
+  // gate = val / Σ_k val (softmax=false) or softmax_k(val) (softmax=true), per token.
+  virtual void moe_gate_forward(float* gate /*(N,K)*/, const float* val /*(N,K)*/, int N, int K,
+                                bool softmax) = 0;
+  // dval (=) = ∂L/∂val given dgate; gate is the forward's output.
+  virtual void moe_gate_backward(float* dval /*(N,K)*/, const float* dgate /*(N,K)*/,
+                                 const float* gate /*(N,K)*/, const float* val /*(N,K)*/, int N,
+                                 int K, bool softmax) = 0;
+  // Row softmax, and its backward (dinp +=).
+  virtual void moe_softmax_forward(float* out /*(N,E)*/, const float* inp /*(N,E)*/, int N, int E) = 0;
+  virtual void moe_softmax_backward(float* dinp /*(N,E)*/, const float* dout /*(N,E)*/,
+                                    const float* out /*(N,E)*/, int N, int E) = 0;
+  // Entropy balance: P_b = mean over sequence b's T tokens of p; loss = -mean_b H(P_b).
+  virtual double moe_entropy_balance(float* dp /*(B·T,E)*/, const float* p /*(B·T,E)*/, int B,
+                                     int T, int E, float scale) = 0;
+  // Switch balance: E · Σ_e f_e · P_e, f_e = fraction of tokens with idx[:,0] = e (no
+  // gradient through f), P_e = mean over tokens of p.
+  virtual double moe_switch_balance(float* dp /*(N,E)*/, const float* p /*(N,E)*/,
+                                    const int32_t* idx /*(N,K)*/, int N, int E, int K,
+                                    float scale) = 0;
+  // z-loss: mean_n logsumexp(logits_n)².
+  virtual double moe_z_loss(float* dlogits /*(N,E)*/, const float* logits /*(N,E)*/, int N, int E,
+                            float scale) = 0;
+  // Router distillation: target t = softmax(scores) (topk_target: softmax over the winners'
+  // scores, 0 elsewhere), stop-gradient; loss = mean_{n,e} (p - t)² + theta · mean_{n,k}
+  // (p[idx] - t[idx])². Gradient into p only.
+  virtual double moe_distill_loss(float* dp /*(N,E)*/, const float* p /*(N,E)*/,
+                                  const float* scores /*(N,E)*/, const int32_t* idx /*(N,K)*/,
+                                  int N, int E, int K, float theta, bool topk_target,
+                                  float scale) = 0;
+  // Diversity: mean_n (1/K²) Σ_{i≠j} cos(rows[row(n,i)], rows[row(n,j)]).
+  virtual double moe_diversity_loss(float* drows /*(R,C)*/, const float* rows /*(R,C)*/,
+                                    const int32_t* row_of_slot /*(N,K)*/, int N, int K, int C,
+                                    float scale) = 0;
+  // Statistics: mean_n H(p_n) (nats), and mean_n |a_n ∩ b_n| / K.
+  virtual double moe_mean_entropy(const float* p /*(N,E)*/, int N, int E) = 0;
+  virtual double moe_topk_overlap(const int32_t* a /*(N,K)*/, const int32_t* b /*(N,K)*/, int N,
+                                  int K) = 0;
+  // Grouping: offsets[e] = first row of expert e (offsets[E] = N·K); a stable permutation
+  // (slots of one expert keep token order): row_of_slot[n·K+k] and its inverse slot_of_row.
+  virtual void moe_permute(int32_t* offsets /*(E+1)*/, int32_t* row_of_slot /*(N,K)*/,
+                           int32_t* slot_of_row /*(N·K)*/, const int32_t* idx /*(N,K)*/, int N,
+                           int E, int K) = 0;
+  // out[r,:] = inp[src[r] / div, :]  (div = K gathers token rows for slots, 1 = plain gather).
+  virtual void moe_gather_rows(float* out /*(R,C)*/, const float* inp, const int32_t* src /*(R)*/,
+                               int div, int R, int C) = 0;
+  // out[n,:] (=) = Σ_k gate[n,k] · rows[row_of_slot[n,k], :]
+  virtual void moe_combine_forward(float* out /*(N,C)*/, const float* rows /*(R,C)*/,
+                                   const float* gate /*(N,K)*/, const int32_t* row_of_slot /*(N,K)*/,
+                                   int N, int K, int C) = 0;
+  // drows[row(n,k)] (=) = gate[n,k] · dout[n];  dgate[n,k] (=) = <dout[n], rows[row(n,k)]>
+  virtual void moe_combine_backward(float* drows /*(R,C)*/, float* dgate /*(N,K)*/,
+                                    const float* dout /*(N,C)*/, const float* rows /*(R,C)*/,
+                                    const float* gate /*(N,K)*/, const int32_t* row_of_slot /*(N,K)*/,
+                                    int N, int K, int C) = 0;
+  // dinp[n,:] += Σ_k drows[row_of_slot[n,k], :]
+  virtual void moe_scatter_rows(float* dinp /*(N,C)*/, const float* drows /*(R,C)*/,
+                                const int32_t* row_of_slot /*(N,K)*/, int N, int K, int C) = 0;
+  // Competition scores of one expert's outputs: scores[n·stride] = mean_c softplus(o[n,c])
+  // (l2=false) or ||o[n,:]||₂ (l2=true). Backward: d_o[n,:] += dscores[n·stride] · ∂s/∂o.
+  virtual void moe_expert_score(float* scores, int stride, const float* o /*(N,C)*/, int N, int C,
+                                bool l2) = 0;
+  virtual void moe_expert_score_backward(float* d_o /*(N,C)*/, const float* dscores, int stride,
+                                         const float* o /*(N,C)*/, int N, int C, bool l2) = 0;
+  // Running top-K over experts visited in increasing index order: expert `expert`'s scores
+  // (scores[n·stride]) enter token n's K slots (idx, best) when they beat the worst held one
+  // (strictly: an earlier, lower index wins ties), and its rows of o and h are copied into the
+  // slot's keep_o / keep_h. The call for expert 0 starts every token's slots afresh.
+  virtual void moe_compete_insert(int32_t* idx /*(N,K)*/, float* best /*(N,K)*/,
+                                  float* keep_o /*(N·K,C)*/, float* keep_h /*(N·K,H)*/,
+                                  const float* scores, int stride, const float* o /*(N,C)*/,
+                                  const float* h /*(N,H)*/, int expert, int N, int K, int C,
+                                  int H) = 0;
 };
 
 // device: "cpu", "cuda" or "auto" (cuda when built and a GPU is present, else cpu).

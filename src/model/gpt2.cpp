@@ -122,7 +122,8 @@ void GPT2::build_act_table(int B, int T) {
     a.ln2_mean.push_back(acts_.add(p + "ln2_mean", {BT}));
     a.ln2_rstd.push_back(acts_.add(p + "ln2_rstd", {BT}));
     if (moe_.layers[l]) {
-      MoeLayer::add_acts(acts_, p + "moe.", moe_.options, int(C), int(BT));
+      // Same prefix as the parameters: MoeLayer::bind() looks both up with one prefix.
+      MoeLayer::add_acts(acts_, block_prefix(l) + "moe.", moe_.options, int(C), int(BT));
       a.fch.push_back(SIZE_MAX);  // no dense MLP in this block
       a.fch_gelu.push_back(SIZE_MAX);
     } else {

@@ -111,4 +111,89 @@ void CpuBackend::adamw_update(float* params, const float* grads, float* m, float
   cpu::adamw_update(params, grads, m, v, n, lr, beta1, beta2, eps, weight_decay, grad_scale, t);
 }
 
+// ---- MoE ----
+void CpuBackend::moe_router_forward(float* act, float* probs, const float* logits, int N, int E,
+    bool sigmoid) {
+  cpu::moe_router_forward(act, probs, logits, N, E, sigmoid);
+}
+void CpuBackend::moe_router_backward(float* dlogits, const float* dval, const int32_t* idx,
+    const float* dprobs, const float* act, const float* probs, int N, int E, int K, bool sigmoid) {
+  cpu::moe_router_backward(dlogits, dval, idx, dprobs, act, probs, N, E, K, sigmoid);
+}
+void CpuBackend::moe_topk(int32_t* idx, float* val, const float* x, int N, int E, int K) {
+  cpu::moe_topk(idx, val, x, N, E, K);
+}
+void CpuBackend::moe_gate_forward(float* gate, const float* val, int N, int K, bool softmax) {
+  cpu::moe_gate_forward(gate, val, N, K, softmax);
+}
+void CpuBackend::moe_gate_backward(float* dval, const float* dgate, const float* gate,
+    const float* val, int N, int K, bool softmax) {
+  cpu::moe_gate_backward(dval, dgate, gate, val, N, K, softmax);
+}
+void CpuBackend::moe_softmax_forward(float* out, const float* inp, int N, int E) {
+  cpu::moe_softmax_forward(out, inp, N, E);
+}
+void CpuBackend::moe_softmax_backward(float* dinp, const float* dout, const float* out, int N,
+    int E) {
+  cpu::moe_softmax_backward(dinp, dout, out, N, E);
+}
+double CpuBackend::moe_entropy_balance(float* dp, const float* p, int B, int T, int E,
+    float scale) {
+  return cpu::moe_entropy_balance(dp, p, B, T, E, scale);
+}
+double CpuBackend::moe_switch_balance(float* dp, const float* p, const int32_t* idx, int N, int E,
+    int K, float scale) {
+  return cpu::moe_switch_balance(dp, p, idx, N, E, K, scale);
+}
+double CpuBackend::moe_z_loss(float* dlogits, const float* logits, int N, int E, float scale) {
+  return cpu::moe_z_loss(dlogits, logits, N, E, scale);
+}
+double CpuBackend::moe_distill_loss(float* dp, const float* p, const float* scores,
+    const int32_t* idx, int N, int E, int K, float theta, bool topk_target, float scale) {
+  return cpu::moe_distill_loss(dp, p, scores, idx, N, E, K, theta, topk_target, scale);
+}
+double CpuBackend::moe_diversity_loss(float* drows, const float* rows, const int32_t* row_of_slot,
+    int N, int K, int C, float scale) {
+  return cpu::moe_diversity_loss(drows, rows, row_of_slot, N, K, C, scale);
+}
+double CpuBackend::moe_mean_entropy(const float* p, int N, int E) {
+  return cpu::moe_mean_entropy(p, N, E);
+}
+double CpuBackend::moe_topk_overlap(const int32_t* a, const int32_t* b, int N, int K) {
+  return cpu::moe_topk_overlap(a, b, N, K);
+}
+void CpuBackend::moe_permute(int32_t* offsets, int32_t* row_of_slot, int32_t* slot_of_row,
+    const int32_t* idx, int N, int E, int K) {
+  cpu::moe_permute(offsets, row_of_slot, slot_of_row, idx, N, E, K);
+}
+void CpuBackend::moe_gather_rows(float* out, const float* inp, const int32_t* src, int div, int R,
+    int C) {
+  cpu::moe_gather_rows(out, inp, src, div, R, C);
+}
+void CpuBackend::moe_combine_forward(float* out, const float* rows, const float* gate,
+    const int32_t* row_of_slot, int N, int K, int C) {
+  cpu::moe_combine_forward(out, rows, gate, row_of_slot, N, K, C);
+}
+void CpuBackend::moe_combine_backward(float* drows, float* dgate, const float* dout,
+    const float* rows, const float* gate, const int32_t* row_of_slot, int N, int K, int C) {
+  cpu::moe_combine_backward(drows, dgate, dout, rows, gate, row_of_slot, N, K, C);
+}
+void CpuBackend::moe_scatter_rows(float* dinp, const float* drows, const int32_t* row_of_slot, int N,
+    int K, int C) {
+  cpu::moe_scatter_rows(dinp, drows, row_of_slot, N, K, C);
+}
+void CpuBackend::moe_expert_score(float* scores, int stride, const float* o, int N, int C,
+    bool l2) {
+  cpu::moe_expert_score(scores, stride, o, N, C, l2);
+}
+void CpuBackend::moe_expert_score_backward(float* d_o, const float* dscores, int stride,
+    const float* o, int N, int C, bool l2) {
+  cpu::moe_expert_score_backward(d_o, dscores, stride, o, N, C, l2);
+}
+void CpuBackend::moe_compete_insert(int32_t* idx, float* best, float* keep_o, float* keep_h,
+    const float* scores, int stride, const float* o, const float* h, int expert, int N, int K, int C,
+    int H) {
+  cpu::moe_compete_insert(idx, best, keep_o, keep_h, scores, stride, o, h, expert, N, K, C, H);
+}
+
 }  // namespace competelm::cpu

@@ -52,6 +52,46 @@ class CpuBackend final : public Backend {
                     float beta1, float beta2, float eps, float weight_decay, float grad_scale,
                     int t) override;
 
+  // ---- MoE ----
+  void moe_router_forward(float* act, float* probs, const float* logits, int N, int E,
+    bool sigmoid) override;
+  void moe_router_backward(float* dlogits, const float* dval, const int32_t* idx,
+    const float* dprobs, const float* act, const float* probs, int N, int E, int K,
+    bool sigmoid) override;
+  void moe_topk(int32_t* idx, float* val, const float* x, int N, int E, int K) override;
+  void moe_gate_forward(float* gate, const float* val, int N, int K, bool softmax) override;
+  void moe_gate_backward(float* dval, const float* dgate, const float* gate, const float* val, int N,
+    int K, bool softmax) override;
+  void moe_softmax_forward(float* out, const float* inp, int N, int E) override;
+  void moe_softmax_backward(float* dinp, const float* dout, const float* out, int N,
+    int E) override;
+  double moe_entropy_balance(float* dp, const float* p, int B, int T, int E, float scale) override;
+  double moe_switch_balance(float* dp, const float* p, const int32_t* idx, int N, int E, int K,
+    float scale) override;
+  double moe_z_loss(float* dlogits, const float* logits, int N, int E, float scale) override;
+  double moe_distill_loss(float* dp, const float* p, const float* scores, const int32_t* idx, int N,
+    int E, int K, float theta, bool topk_target, float scale) override;
+  double moe_diversity_loss(float* drows, const float* rows, const int32_t* row_of_slot, int N,
+    int K, int C, float scale) override;
+  double moe_mean_entropy(const float* p, int N, int E) override;
+  double moe_topk_overlap(const int32_t* a, const int32_t* b, int N, int K) override;
+  void moe_permute(int32_t* offsets, int32_t* row_of_slot, int32_t* slot_of_row, const int32_t* idx,
+    int N, int E, int K) override;
+  void moe_gather_rows(float* out, const float* inp, const int32_t* src, int div, int R,
+    int C) override;
+  void moe_combine_forward(float* out, const float* rows, const float* gate,
+    const int32_t* row_of_slot, int N, int K, int C) override;
+  void moe_combine_backward(float* drows, float* dgate, const float* dout, const float* rows,
+    const float* gate, const int32_t* row_of_slot, int N, int K, int C) override;
+  void moe_scatter_rows(float* dinp, const float* drows, const int32_t* row_of_slot, int N, int K,
+    int C) override;
+  void moe_expert_score(float* scores, int stride, const float* o, int N, int C, bool l2) override;
+  void moe_expert_score_backward(float* d_o, const float* dscores, int stride, const float* o, int N,
+    int C, bool l2) override;
+  void moe_compete_insert(int32_t* idx, float* best, float* keep_o, float* keep_h,
+    const float* scores, int stride, const float* o, const float* h, int expert, int N, int K, int C,
+    int H) override;
+
  private:
   int num_threads_;
 };

@@ -55,4 +55,39 @@ void adamw_update(float* params, const float* grads, float* m, float* v, size_t 
                   float beta1, float beta2, float eps, float weight_decay, float grad_scale,
                   int t);
 
+// ---- MoE routing math (moe_routing.cpp, moe_losses.cpp, moe_dispatch.cpp, moe_compete.cpp) ----
+void moe_router_forward(float* act, float* probs, const float* logits, int N, int E, bool sigmoid);
+void moe_router_backward(float* dlogits, const float* dval, const int32_t* idx, const float* dprobs,
+    const float* act, const float* probs, int N, int E, int K, bool sigmoid);
+void moe_topk(int32_t* idx, float* val, const float* x, int N, int E, int K);
+void moe_gate_forward(float* gate, const float* val, int N, int K, bool softmax);
+void moe_gate_backward(float* dval, const float* dgate, const float* gate, const float* val, int N,
+    int K, bool softmax);
+void moe_softmax_forward(float* out, const float* inp, int N, int E);
+void moe_softmax_backward(float* dinp, const float* dout, const float* out, int N, int E);
+double moe_entropy_balance(float* dp, const float* p, int B, int T, int E, float scale);
+double moe_switch_balance(float* dp, const float* p, const int32_t* idx, int N, int E, int K,
+    float scale);
+double moe_z_loss(float* dlogits, const float* logits, int N, int E, float scale);
+double moe_distill_loss(float* dp, const float* p, const float* scores, const int32_t* idx, int N,
+    int E, int K, float theta, bool topk_target, float scale);
+double moe_diversity_loss(float* drows, const float* rows, const int32_t* row_of_slot, int N, int K,
+    int C, float scale);
+double moe_mean_entropy(const float* p, int N, int E);
+double moe_topk_overlap(const int32_t* a, const int32_t* b, int N, int K);
+void moe_permute(int32_t* offsets, int32_t* row_of_slot, int32_t* slot_of_row, const int32_t* idx,
+    int N, int E, int K);
+void moe_gather_rows(float* out, const float* inp, const int32_t* src, int div, int R, int C);
+void moe_combine_forward(float* out, const float* rows, const float* gate,
+    const int32_t* row_of_slot, int N, int K, int C);
+void moe_combine_backward(float* drows, float* dgate, const float* dout, const float* rows,
+    const float* gate, const int32_t* row_of_slot, int N, int K, int C);
+void moe_scatter_rows(float* dinp, const float* drows, const int32_t* row_of_slot, int N, int K,
+    int C);
+void moe_expert_score(float* scores, int stride, const float* o, int N, int C, bool l2);
+void moe_expert_score_backward(float* d_o, const float* dscores, int stride, const float* o, int N,
+    int C, bool l2);
+void moe_compete_insert(int32_t* idx, float* best, float* keep_o, float* keep_h, const float* scores,
+    int stride, const float* o, const float* h, int expert, int N, int K, int C, int H);
+
 }  // namespace competelm::cpu
