@@ -89,8 +89,10 @@ def attention(qkv, NH):
     return y.transpose(1, 2).contiguous().view(B, T, C)
 
 
-def forward(params, tokens, L, NH, V, targets=None):
-    """Returns (logits (B, T, Vp), per-position losses (B*T) or None, mean loss or None)."""
+def forward(params, tokens, L, NH, V, targets=None, mlp=None):
+    """Returns (logits (B, T, Vp), per-position losses (B*T) or None, mean loss or None).
+    mlp(l, h) may replace block l's dense MLP on h = ln2(x) (B, T, C): it returns the FFN's
+    output, or None for the dense MLP (moe.py plugs its MoE layer in here)."""
     B, T = tokens.shape
     P = params
     x = P["wte"][tokens] + P["wpe"][:T]  # (B, T, C)
@@ -101,6 +103,10 @@ def forward(params, tokens, L, NH, V, targets=None):
         qkv = F.linear(h, P[p + "attn.qkv.weight"], P[p + "attn.qkv.bias"])  # (B, T, 3C)
         x = x + F.linear(attention(qkv, NH), P[p + "attn.proj.weight"], P[p + "attn.proj.bias"])
         h = F.layer_norm(x, (C,), P[p + "ln2.weight"], P[p + "ln2.bias"], LN_EPS)
+        y = mlp(l, h) if mlp is not None else None
+        if y is not None:
+            x = x + y
+            continue
         h = F.gelu(F.linear(h, P[p + "mlp.fc.weight"], P[p + "mlp.fc.bias"]), approximate="tanh")
         x = x + F.linear(h, P[p + "mlp.proj.weight"], P[p + "mlp.proj.bias"])
     x = F.layer_norm(x, (C,), P["lnf.weight"], P["lnf.bias"], LN_EPS)
