@@ -604,10 +604,12 @@ TEST_CASE("a step through every op is bit-identical run to run", "[ops]") {
 
 TEST_CASE("cpu backend memory is zeroed and 64-byte aligned", "[ops]") {
   CpuBackend be(1);
-  for (size_t bytes : {size_t{0}, size_t{4}, size_t{1000}, size_t{1} << 20}) {
+  // 5 MiB + 3: a huge-page-aligned buffer whose size is not a multiple of the page
+  for (size_t bytes : {size_t{0}, size_t{4}, size_t{1000}, size_t{1} << 20, (size_t{5} << 20) + 3}) {
     auto* p = static_cast<unsigned char*>(be.alloc(bytes));
     REQUIRE(p != nullptr);
     CHECK(reinterpret_cast<uintptr_t>(p) % 64 == 0);
+    if (bytes >= (size_t{4} << 20)) CHECK(reinterpret_cast<uintptr_t>(p) % (size_t{2} << 20) == 0);
     bool zero = true;
     for (size_t i = 0; i < bytes; i++) zero = zero && p[i] == 0;
     CHECK(zero);
