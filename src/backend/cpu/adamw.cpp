@@ -16,7 +16,7 @@ double sum_squares(const float* x, size_t n) {
   constexpr size_t kBlock = 65536;
   const long blocks = static_cast<long>((n + kBlock - 1) / kBlock);
   std::vector<double> partial(static_cast<size_t>(blocks), 0.0);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (blocks > 1)
   for (long blk = 0; blk < blocks; blk++) {
     const size_t i0 = static_cast<size_t>(blk) * kBlock;
     const size_t i1 = std::min(n, i0 + kBlock);
@@ -59,9 +59,11 @@ void adamw_update(float* params, const float* grads, float* m, float* v, size_t 
                                  static_cast<float>(-static_cast<double>(lr) / bc1)};
   // One pass over p, g, m, v; each thread takes a contiguous slice starting on a 16-float
   // vector boundary (the result of an element does not depend on the split).
-  constexpr size_t kVec = 16;
+  // Small tensors (biases, layernorm weights) stay on one thread: waking the team would cost
+  // more than the update, and the optimizer makes one call per parameter tensor.
+  constexpr size_t kVec = 16, kParallelMin = size_t{1} << 15;
   const size_t vecs = (n + kVec - 1) / kVec;
-#pragma omp parallel
+#pragma omp parallel if (n >= kParallelMin)
   {
     const size_t nth = static_cast<size_t>(omp_get_num_threads()), tid = static_cast<size_t>(omp_get_thread_num());
     const size_t lo = std::min(n, vecs * tid / nth * kVec), hi = std::min(n, vecs * (tid + 1) / nth * kVec);

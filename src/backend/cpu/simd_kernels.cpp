@@ -7,9 +7,13 @@
 #include <cstdint>
 #include <cstring>
 
+// The per-set copies need GCC's `#pragma GCC target` (Clang ignores it): elsewhere only the
+// generic kernels are built.
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && !defined(__clang__)
+#define COMPETELM_SIMD_X86 1
+#endif
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
-#define COMPETELM_SIMD_X86 1
 #endif
 
 // The 16-float vector types are passed between force-inlined helpers only, never across a
