@@ -476,6 +476,14 @@ TEST_CASE("every supported vector instruction set agrees with the generic kernel
   }
 }
 
+TEST_CASE("the backend runs the widest vector instruction set the CPU supports", "[ops]") {
+  const simd::Isa want = simd::supported(simd::Isa::kAvx512) ? simd::Isa::kAvx512
+                         : simd::supported(simd::Isa::kAvx2) ? simd::Isa::kAvx2
+                                                             : simd::Isa::kGeneric;
+  CHECK(&simd::kernels() == &simd::kernels_for(want));
+  CHECK(simd::supported(simd::Isa::kGeneric));
+}
+
 TEST_CASE("softmax_stats and sum_squares match double references", "[ops]") {
   Rng rng(22);
   const size_t n = 50257;
