@@ -243,6 +243,17 @@ TEST_CASE("matmul at sizes where OpenBLAS and OpenMP split the work", "[ops]") {
   std::vector<float> out(static_cast<size_t>(n) * oc);
   be.matmul_forward(out.data(), x.data(), wt.data(), bias.data(), n, c, oc);
   CHECK(rel_error(out, ref_matmul(xd, wd, &bd, n, c, oc)) <= kForwardTol);
+  {
+    // more rows than output columns: the threads split the rows (and each fills its rows
+    // with the bias first)
+    const int n2 = 250, oc2 = 40;
+    auto x2 = random_floats(rng, static_cast<size_t>(n2) * c), w2 = random_floats(rng, static_cast<size_t>(oc2) * c);
+    auto b2 = random_floats(rng, oc2);
+    const auto b2d = to_double(b2);
+    std::vector<float> out2(static_cast<size_t>(n2) * oc2, 123.0f);  // stale values must not leak in
+    be.matmul_forward(out2.data(), x2.data(), w2.data(), b2.data(), n2, c, oc2);
+    CHECK(rel_error(out2, ref_matmul(to_double(x2), to_double(w2), &b2d, n2, c, oc2)) <= kForwardTol);
+  }
 
   std::vector<float> dx(x.size(), 0.0f), dw(wt.size(), 0.0f), db(oc, 0.0f);
   be.matmul_backward(dx.data(), dw.data(), db.data(), dout.data(), x.data(), wt.data(), n, c, oc);
