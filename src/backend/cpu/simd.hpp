@@ -3,12 +3,12 @@
 // GELU's tanh, AdamW, Σ x²), compiled once per x86 instruction set and picked at run time, so
 // the default build (no -march) still runs AVX-512 or AVX2 code where the CPU has it.
 //
-// Every variant computes the same thing in the same order: the kernels work on a logical
-// width of 16 floats whatever the hardware width, use only IEEE-exact basic operations (no
-// FMA: the project builds in ISO mode, -ffp-contract=off) and reduce their lanes in a fixed
-// order. So all variants give bit-identical results (the tests check it), and a run's
-// numbers do not depend on which one the machine picks. Tails run through the same vector
-// code on a padded copy, so a value's result never depends on where it sits in the array.
+// Every variant runs the same source on a logical width of 16 floats whatever the hardware
+// width, and reduces its lanes in a fixed order, so a machine always gets the same bits
+// (run to run, thread count to thread count). Variants may differ from each other by a
+// rounding where the wider sets fuse multiply-adds (the tests bound it). Tails run through
+// the same vector code on a padded copy, so a value's result never depends on where it sits
+// in the array.
 #include <cstddef>
 
 namespace competelm::cpu::simd {
