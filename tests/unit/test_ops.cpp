@@ -243,6 +243,17 @@ TEST_CASE("matmul at sizes where OpenBLAS and OpenMP split the work", "[ops]") {
   std::vector<float> out(static_cast<size_t>(n) * oc);
   be.matmul_forward(out.data(), x.data(), wt.data(), bias.data(), n, c, oc);
   CHECK(rel_error(out, ref_matmul(xd, wd, &bd, n, c, oc)) <= kForwardTol);
+  {
+    // more rows than output columns: the threads split the rows (and each fills its rows
+    // with the bias first)
+    const int n2 = 250, oc2 = 40;
+    auto x2 = random_floats(rng, static_cast<size_t>(n2) * c), w2 = random_floats(rng, static_cast<size_t>(oc2) * c);
+    auto b2 = random_floats(rng, oc2);
+    const auto b2d = to_double(b2);
+    std::vector<float> out2(static_cast<size_t>(n2) * oc2, 123.0f);  // stale values must not leak in
+    be.matmul_forward(out2.data(), x2.data(), w2.data(), b2.data(), n2, c, oc2);
+    CHECK(rel_error(out2, ref_matmul(to_double(x2), to_double(w2), &b2d, n2, c, oc2)) <= kForwardTol);
+  }
 
   std::vector<float> dx(x.size(), 0.0f), dw(wt.size(), 0.0f), db(oc, 0.0f);
   be.matmul_backward(dx.data(), dw.data(), db.data(), dout.data(), x.data(), wt.data(), n, c, oc);
@@ -387,28 +398,116 @@ TEST_CASE("crossentropy matches the double reference and FD, ignoring padding co
   CHECK_THROWS_AS(be.crossentropy_forward(losses.data(), logits.data(), bad.data(), N, V, Vp), competelm::Error);
 }
 
+namespace {
+namespace simd = competelm::cpu::simd;
+constexpr simd::Isa kAllIsas[] = {simd::Isa::kGeneric, simd::Isa::kAvx2, simd::Isa::kAvx512};
+}  // namespace
+
 TEST_CASE("vector exp and tanh are accurate over their whole range", "[ops]") {
-  namespace simd = competelm::cpu::simd;
-  double max_exp_rel = 0, max_tanh_abs = 0;
-  const int n = 200000;
-  for (int i = 0; i < n; i += simd::kWidth) {
-    simd::f32x4 x, y;
-    for (int l = 0; l < simd::kWidth; l++) x[l] = -87.0f + 175.0f * static_cast<float>(i + l) / n;
-    const simd::f32x4 e = simd::exp(x);
-    for (int l = 0; l < simd::kWidth; l++) {
-      const double want = std::exp(static_cast<double>(x[l]));
-      max_exp_rel = std::max(max_exp_rel, std::abs(e[l] - want) / want);
-      y[l] = x[l] / 8.0f;  // tanh over [-11, 11]
+  for (simd::Isa isa : kAllIsas) {
+    if (!simd::supported(isa)) continue;
+    const simd::Kernels& k = simd::kernels_for(isa);
+    INFO("kernels: " << k.name);
+    const int n = 200003;  // not a multiple of 16: the tail path too
+    std::vector<float> x(n), y(n), e(n), th(n);
+    for (int i = 0; i < n; i++) {
+      x[i] = -87.0f + 175.0f * static_cast<float>(i) / n;
+      y[i] = x[i] / 8.0f;  // tanh over [-11, 11]
     }
-    const simd::f32x4 th = simd::tanh(y);
-    for (int l = 0; l < simd::kWidth; l++)
-      max_tanh_abs = std::max(max_tanh_abs, std::abs(th[l] - std::tanh(static_cast<double>(y[l]))));
+    k.exp_shifted(e.data(), x.data(), n, 0.0f, 1.0f);
+    k.tanh(th.data(), y.data(), n);
+    double max_exp_rel = 0, max_tanh_abs = 0;
+    for (int i = 0; i < n; i++) {
+      const double want = std::exp(static_cast<double>(x[i]));
+      max_exp_rel = std::max(max_exp_rel, std::abs(e[i] - want) / want);
+      max_tanh_abs = std::max(max_tanh_abs, std::abs(th[i] - std::tanh(static_cast<double>(y[i]))));
+    }
+    CHECK(max_exp_rel <= 4e-7);  // ~3 ulp
+    CHECK(max_tanh_abs <= 3e-7);
+    // far outside the range: clamped, finite, no NaN; shift and scale applied
+    const float ext_in[5] = {-1e30f, -200.0f, 200.0f, 0.0f, 3.0f};
+    float ext[5];
+    k.exp_shifted(ext, ext_in, 5, 0.0f, 1.0f);
+    CHECK((ext[0] >= 0.0f && ext[0] < 1e-37f && ext[1] < 1e-37f && std::isfinite(ext[2]) && ext[3] == 1.0f));
+    k.exp_shifted(ext, ext_in, 5, 3.0f, 0.5f);
+    CHECK(ext[4] == 0.5f);
   }
-  CHECK(max_exp_rel <= 4e-7);   // ~3 ulp
-  CHECK(max_tanh_abs <= 3e-7);
-  // far outside the range: clamped, finite, no NaN
-  const simd::f32x4 ext = simd::exp(simd::f32x4{-1e30f, -200.0f, 200.0f, 0.0f});
-  CHECK((ext[0] >= 0.0f && ext[0] < 1e-37f && ext[1] < 1e-37f && std::isfinite(ext[2]) && ext[3] == 1.0f));
+}
+
+// The AVX2/AVX-512 variants run the generic kernels' code at other widths; they may differ
+// only by FMA contraction (a rounding or two), never by a lane, tail or alignment mistake.
+TEST_CASE("every supported vector instruction set agrees with the generic kernels", "[ops]") {
+  Rng rng(21);
+  const simd::Kernels& ref = simd::kernels_for(simd::Isa::kGeneric);
+  // exp: element by element; the rest: relative to the largest magnitude (rounding near a
+  // zero crossing, e.g. in m = β1·m + (1-β1)·g, is small only in absolute terms)
+  auto max_rel = [](const std::vector<float>& a, const std::vector<float>& b) {
+    double worst = 0;
+    for (size_t i = 0; i < a.size(); i++)
+      worst = std::max(worst, std::abs(static_cast<double>(a[i]) - b[i]) / std::abs(static_cast<double>(a[i])));
+    return worst;
+  };
+  auto norm_err = [](const std::vector<float>& a, const std::vector<float>& b) { return rel_error(b, to_double(a)); };
+  for (simd::Isa isa : kAllIsas) {
+    if (!simd::supported(isa)) continue;
+    const simd::Kernels& k = simd::kernels_for(isa);
+    INFO("kernels: " << k.name);
+    for (size_t n : {size_t{1}, size_t{15}, size_t{16}, size_t{33}, size_t{1000}, size_t{50257}}) {
+      INFO("n = " << n);
+      // offset by one float: unaligned loads and stores; the guard elements must stay put
+      auto x = random_floats(rng, n + 2, 4.0f), d = random_floats(rng, n + 2), acc = random_floats(rng, n + 2);
+      std::vector<float> a(n + 2, 7.0f), b(n + 2, 7.0f);
+      ref.exp_shifted(a.data() + 1, x.data() + 1, n, 1.5f, 0.25f);
+      k.exp_shifted(b.data() + 1, x.data() + 1, n, 1.5f, 0.25f);
+      CHECK(max_rel(a, b) <= 1e-6);
+      CHECK((b[0] == 7.0f && b[n + 1] == 7.0f));
+      ref.gelu_forward(a.data() + 1, x.data() + 1, n);
+      k.gelu_forward(b.data() + 1, x.data() + 1, n);
+      CHECK(norm_err(a, b) <= 1e-6);
+      a = acc, b = acc;
+      ref.gelu_backward(a.data() + 1, x.data() + 1, d.data() + 1, n);
+      k.gelu_backward(b.data() + 1, x.data() + 1, d.data() + 1, n);
+      CHECK(norm_err(a, b) <= 1e-6);
+      CHECK((b[0] == acc[0] && b[n + 1] == acc[n + 1]));
+      const simd::SoftmaxStats sa = ref.softmax_stats(x.data() + 1, n), sb = k.softmax_stats(x.data() + 1, n);
+      CHECK(sa.max == sb.max);
+      CHECK(sb.sum_exp == Approx(sa.sum_exp).epsilon(1e-6));
+      CHECK(k.sum_squares(x.data() + 1, n) == Approx(ref.sum_squares(x.data() + 1, n)).epsilon(1e-13));
+      const simd::AdamwCoeffs c{0.7f, 0.999f, 0.9f, 0.95f, 0.1f, 0.05f, 0.3f, 1e-8f, -0.01f};
+      auto p1 = x, m1 = d, v1 = random_floats(rng, n + 2, 1.0f);
+      for (float& vv : v1) vv = vv * vv;
+      auto p2 = p1, m2 = m1, v2 = v1;
+      ref.adamw(p1.data() + 1, acc.data() + 1, m1.data() + 1, v1.data() + 1, n, c);
+      k.adamw(p2.data() + 1, acc.data() + 1, m2.data() + 1, v2.data() + 1, n, c);
+      CHECK(norm_err(p1, p2) <= 1e-6);
+      CHECK(norm_err(m1, m2) <= 1e-6);
+      CHECK(norm_err(v1, v2) <= 1e-6);
+      CHECK((p2[0] == x[0] && p2[n + 1] == x[n + 1]));
+    }
+  }
+}
+
+TEST_CASE("the backend runs the widest vector instruction set the CPU supports", "[ops]") {
+  const simd::Isa want = simd::supported(simd::Isa::kAvx512) ? simd::Isa::kAvx512
+                         : simd::supported(simd::Isa::kAvx2) ? simd::Isa::kAvx2
+                                                             : simd::Isa::kGeneric;
+  CHECK(&simd::kernels() == &simd::kernels_for(want));
+  CHECK(simd::supported(simd::Isa::kGeneric));
+}
+
+TEST_CASE("softmax_stats and sum_squares match double references", "[ops]") {
+  Rng rng(22);
+  const size_t n = 50257;
+  auto x = random_floats(rng, n, 10.0f);
+  double mx = -1e300, sumsq = 0;
+  for (float v : x) mx = std::max(mx, static_cast<double>(v)), sumsq += static_cast<double>(v) * v;
+  double se = 0;
+  for (float v : x) se += std::exp(static_cast<double>(v) - mx);
+  const simd::SoftmaxStats s = simd::kernels().softmax_stats(x.data(), n);
+  CHECK(s.max == static_cast<float>(mx));
+  CHECK(s.sum_exp == Approx(se).epsilon(1e-6));
+  CHECK(simd::kernels().sum_squares(x.data(), n) == Approx(sumsq).epsilon(1e-12));
+  CHECK(simd::kernels().sum_squares(x.data(), 0) == 0.0);
 }
 
 TEST_CASE("residual, accumulate and scale", "[ops]") {
@@ -524,10 +623,12 @@ TEST_CASE("a step through every op is bit-identical run to run", "[ops]") {
 
 TEST_CASE("cpu backend memory is zeroed and 64-byte aligned", "[ops]") {
   CpuBackend be(1);
-  for (size_t bytes : {size_t{0}, size_t{4}, size_t{1000}, size_t{1} << 20}) {
+  // 5 MiB + 3: a huge-page-aligned buffer whose size is not a multiple of the page
+  for (size_t bytes : {size_t{0}, size_t{4}, size_t{1000}, size_t{1} << 20, (size_t{5} << 20) + 3}) {
     auto* p = static_cast<unsigned char*>(be.alloc(bytes));
     REQUIRE(p != nullptr);
     CHECK(reinterpret_cast<uintptr_t>(p) % 64 == 0);
+    if (bytes >= (size_t{4} << 20)) CHECK(reinterpret_cast<uintptr_t>(p) % (size_t{2} << 20) == 0);
     bool zero = true;
     for (size_t i = 0; i < bytes; i++) zero = zero && p[i] == 0;
     CHECK(zero);

@@ -1,4 +1,6 @@
 // The optimizer's element-wise kernels: Σ x² for the gradient norm and the AdamW update.
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -14,14 +16,11 @@ double sum_squares(const float* x, size_t n) {
   constexpr size_t kBlock = 65536;
   const long blocks = static_cast<long>((n + kBlock - 1) / kBlock);
   std::vector<double> partial(static_cast<size_t>(blocks), 0.0);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (blocks > 1)
   for (long blk = 0; blk < blocks; blk++) {
     const size_t i0 = static_cast<size_t>(blk) * kBlock;
     const size_t i1 = std::min(n, i0 + kBlock);
-    double s = 0.0;
-#pragma omp simd reduction(+ : s)
-    for (size_t i = i0; i < i1; i++) s += static_cast<double>(x[i]) * x[i];
-    partial[static_cast<size_t>(blk)] = s;
+    partial[static_cast<size_t>(blk)] = simd::kernels().sum_squares(x + i0, i1 - i0);
   }
   double total = 0.0;
   for (double s : partial) total += s;
@@ -49,39 +48,27 @@ void adamw_update(float* params, const float* grads, float* m, float* v, size_t 
   const float one_minus_b2 = static_cast<float>(1.0 - b2);
   const double bc1 = 1.0 - std::pow(b1, t);
   const double bc2 = 1.0 - std::pow(b2, t);
-  const float neg_step = static_cast<float>(-static_cast<double>(lr) / bc1);
-  const float bc2_sqrt = static_cast<float>(std::sqrt(bc2));
-  // One pass over p, g, m, v in 4-wide vectors (sqrt and the division do not vectorise by
-  // themselves); the tail goes through the same vector code on padded copies.
-  auto step = [&](simd::f32x4 p, simd::f32x4 g, simd::f32x4 mv, simd::f32x4 vv, simd::f32x4& m_out,
-                  simd::f32x4& v_out) {
-    g = g * grad_scale;
-    p = p * decay;
-    m_out = mv * beta1 + one_minus_b1 * g;
-    v_out = vv * beta2 + one_minus_b2 * g * g;
-    const simd::f32x4 denom = simd::sqrt(v_out) / bc2_sqrt + eps;
-    return p + neg_step * m_out / denom;
-  };
-  const long vecs = static_cast<long>(n / simd::kWidth);
-#pragma omp parallel for schedule(static)
-  for (long k = 0; k < vecs; k++) {
-    const size_t i = static_cast<size_t>(k) * simd::kWidth;
-    simd::f32x4 mo, vo;
-    const simd::f32x4 po = step(simd::load(params + i), simd::load(grads + i), simd::load(m + i),
-                                simd::load(v + i), mo, vo);
-    simd::store(params + i, po);
-    simd::store(m + i, mo);
-    simd::store(v + i, vo);
-  }
-  const size_t i = static_cast<size_t>(vecs) * simd::kWidth;
-  if (i < n) {
-    const size_t r = n - i;
-    simd::f32x4 mo, vo;
-    const simd::f32x4 po = step(simd::load_partial(params + i, r, 0.0f), simd::load_partial(grads + i, r, 0.0f),
-                                simd::load_partial(m + i, r, 0.0f), simd::load_partial(v + i, r, 0.0f), mo, vo);
-    simd::store_partial(params + i, po, r);
-    simd::store_partial(m + i, mo, r);
-    simd::store_partial(v + i, vo, r);
+  const simd::AdamwCoeffs coeffs{grad_scale,
+                                 decay,
+                                 beta1,
+                                 beta2,
+                                 one_minus_b1,
+                                 one_minus_b2,
+                                 static_cast<float>(std::sqrt(bc2)),
+                                 eps,
+                                 static_cast<float>(-static_cast<double>(lr) / bc1)};
+  // One pass over p, g, m, v; each thread takes a contiguous slice starting on a 16-float
+  // vector boundary (the result of an element does not depend on the split).
+  // Small tensors (biases, layernorm weights) stay on one thread: waking the team would cost
+  // more than the update, and the optimizer makes one call per parameter tensor.
+  constexpr size_t kVec = 16, kParallelMin = size_t{1} << 15;
+  const size_t vecs = (n + kVec - 1) / kVec;
+#pragma omp parallel if (n >= kParallelMin)
+  {
+    const size_t nth = static_cast<size_t>(omp_get_num_threads()), tid = static_cast<size_t>(omp_get_thread_num());
+    const size_t lo = std::min(n, vecs * tid / nth * kVec), hi = std::min(n, vecs * (tid + 1) / nth * kVec);
+    if (hi > lo)
+      simd::kernels().adamw(params + lo, grads + lo, m + lo, v + lo, hi - lo, coeffs);
   }
 }
 

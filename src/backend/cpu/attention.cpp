@@ -38,7 +38,7 @@ void attention_forward(float* out /*(B,T,C)*/, float* att /*(B,NH,T,T)*/,
         float* row = a + static_cast<size_t>(t) * T;
         float maxv = -INFINITY;
         for (int t2 = 0; t2 <= t; t2++) maxv = std::max(maxv, row[t2]);
-        simd::map(row, static_cast<size_t>(t) + 1, [&](simd::f32x4 x) { return simd::exp(x - maxv); }, row);
+        simd::kernels().exp_shifted(row, row, static_cast<size_t>(t) + 1, maxv, 1.0f);
         float sum = 0.0f;
         for (int t2 = 0; t2 <= t; t2++) sum += row[t2];
         const float inv = 1.0f / sum;

@@ -2,6 +2,7 @@
 #include "backend/cpu/cpu_backend.hpp"
 
 #include <omp.h>
+#include <sys/mman.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -16,6 +17,11 @@ extern "C" void openblas_set_num_threads(int);  // in libopenblas, not declared 
 namespace competelm::cpu {
 namespace {
 constexpr size_t kAlign = 64;  // cache line and AVX-512 vector
+// Large buffers (weights, gradients, optimizer moments, activations) are placed on 2 MiB
+// boundaries and offered to the kernel as transparent huge pages: the optimizer and the
+// GEMMs stream through hundreds of MiB, and 4 KiB pages cost a TLB miss every 4 KiB.
+constexpr size_t kHugePage = size_t{2} << 20;
+constexpr size_t kHugeMin = size_t{4} << 20;  // below this, a huge page would mostly be waste
 }
 
 CpuBackend::CpuBackend(int num_threads) {
@@ -29,10 +35,14 @@ CpuBackend::CpuBackend(int num_threads) {
 }
 
 void* CpuBackend::alloc(size_t bytes) {
-  const size_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;  // aligned_alloc needs a multiple
-  void* p = std::aligned_alloc(kAlign, rounded > 0 ? rounded : kAlign);
+  const size_t align = bytes >= kHugeMin ? kHugePage : kAlign;
+  const size_t rounded = (bytes + align - 1) / align * align;  // aligned_alloc needs a multiple
+  void* p = std::aligned_alloc(align, rounded > 0 ? rounded : align);
   if (!p) fail("cpu backend: out of host memory allocating {} bytes", bytes);
-  std::memset(p, 0, rounded);
+#if defined(MADV_HUGEPAGE)
+  if (align == kHugePage) madvise(p, rounded, MADV_HUGEPAGE);  // advice only: failure is harmless
+#endif
+  std::memset(p, 0, rounded > 0 ? rounded : align);
   return p;
 }
 
@@ -47,6 +57,8 @@ void CpuBackend::download(void* dst_host, const void* src, size_t bytes) {
 }
 
 void CpuBackend::zero(void* p, size_t bytes) {
+  // One thread: memset already runs at the memory's write bandwidth (measured: two threads
+  // clear 128 MiB no faster than one).
   if (bytes) std::memset(p, 0, bytes);
 }
 

@@ -17,32 +17,6 @@ void check_targets(const int32_t* targets, int N, int V) {
       fail("crossentropy: target {} at row {} is outside the vocabulary [0, {})", targets[i], i, V);
 }
 
-struct RowStats {
-  float max;
-  float log_sum;  // log Σ exp(x - max)
-};
-
-RowStats row_stats(const float* x, int V) {
-  using simd::f32x4;
-  const size_t n = static_cast<size_t>(V), full = n / simd::kWidth * simd::kWidth;
-  f32x4 mv = simd::splat(-INFINITY);
-  for (size_t j = 0; j < full; j += simd::kWidth) mv = simd::vmax(mv, simd::load(x + j));
-  if (full < n) mv = simd::vmax(mv, simd::load_partial(x + full, n - full, -INFINITY));
-  const float m = simd::hmax(mv);
-  // Σ exp(x - m) in double (V is ~50k terms; the small ones must not be lost), 4 lanes
-  // added in a fixed order.
-  simd::f64x4 acc{};
-  for (size_t j = 0; j < full; j += simd::kWidth)
-    acc += __builtin_convertvector(simd::exp(simd::load(x + j) - m), simd::f64x4);
-  if (full < n) {
-    f32x4 e = simd::exp(simd::load_partial(x + full, n - full, 0.0f) - m);
-    for (size_t k = n - full; k < simd::kWidth; k++) e[k] = 0.0f;  // padded lanes add nothing
-    acc += __builtin_convertvector(e, simd::f64x4);
-  }
-  const double sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-  return {m, static_cast<float>(std::log(sum))};
-}
-
 }  // namespace
 
 void crossentropy_forward(float* losses /*(N)*/, const float* logits /*(N,Vp)*/,
@@ -51,8 +25,8 @@ void crossentropy_forward(float* losses /*(N)*/, const float* logits /*(N,Vp)*/,
 #pragma omp parallel for schedule(static)
   for (int i = 0; i < N; i++) {
     const float* x = logits + static_cast<size_t>(i) * Vp;
-    const RowStats s = row_stats(x, V);
-    losses[i] = s.log_sum + s.max - x[targets[i]];
+    const simd::SoftmaxStats s = simd::kernels().softmax_stats(x, static_cast<size_t>(V));
+    losses[i] = static_cast<float>(std::log(s.sum_exp)) + s.max - x[targets[i]];
   }
 }
 
@@ -68,7 +42,7 @@ void crossentropy_backward(float* dlogits /*(N,Vp)*/, const float* logits /*(N,V
     // loss = log Σ exp(x) - x[target], so log Σ exp(x) = loss + x[target]: p_j = exp(x_j - shift).
     const float shift = losses[i] + x[target];
     // Each x[j] is read before dx[j] is written at the same index, so aliasing is safe.
-    simd::map(dx, static_cast<size_t>(V), [&](simd::f32x4 xv) { return dloss * simd::exp(xv - shift); }, x);
+    simd::kernels().exp_shifted(dx, x, static_cast<size_t>(V), shift, dloss);
     dx[target] -= dloss;
     for (int j = V; j < Vp; j++) dx[j] = 0.0f;
   }

@@ -13,14 +13,9 @@ namespace competelm::cpu {
 void matmul_forward(float* out /*(N,OC)*/, const float* inp /*(N,C)*/,
                     const float* weight /*(OC,C)*/, const float* bias /*(OC) or null*/, int N,
                     int C, int OC) {
-  // With a bias, out starts as the broadcast bias and sgemm adds to it (beta = 1): one cheap
-  // streaming pass instead of a second read-modify-write pass after the product.
-  if (bias) {
-#pragma omp parallel for schedule(static)
-    for (int i = 0; i < N; i++) std::memcpy(out + static_cast<size_t>(i) * OC, bias, sizeof(float) * OC);
-  }
-  sgemm_parallel(CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, weight, C, bias ? 1.0f : 0.0f,
-                 out, OC);
+  // With a bias, each thread first fills its block of out with the broadcast bias and sgemm
+  // adds to it (beta = 1): no second read-modify-write pass after the product.
+  sgemm_parallel(CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, weight, C, 0.0f, out, OC, bias);
 }
 
 void matmul_backward(float* dinp /*(N,C)*/, float* dweight /*(OC,C)*/,

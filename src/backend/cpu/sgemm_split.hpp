@@ -10,8 +10,11 @@ namespace competelm::cpu {
 // C(M,N) = alpha·op(A)(M,K)·op(B)(K,N) + beta·C, row-major. The output is cut into one
 // block of rows or columns (whichever dimension is larger) per OpenMP thread; each block is
 // a plain single-threaded cblas_sgemm, so the result depends only on the thread count.
+// row_init (N floats, or null): each thread first sets every row of its block of C to it and
+// the product is added (beta is ignored): C = row_init + alpha·op(A)·op(B), e.g. a bias,
+// without a separate parallel pass over C.
 void sgemm_parallel(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha,
                     const float* A, int lda, const float* B, int ldb, float beta, float* C,
-                    int ldc);
+                    int ldc, const float* row_init = nullptr);
 
 }  // namespace competelm::cpu
