@@ -4,40 +4,43 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "backend/cpu/ops.hpp"
 #include "backend/cpu/simd.hpp"
 
 namespace competelm::cpu {
 namespace {
-using simd::f32x4;
 
-float softplus(float x) { return std::max(x, 0.0f) + std::log1p(std::exp(-std::abs(x))); }
-
-// softplus x = max(x, 0) + log1p(e^{-|x|}). With u = e^{-|x|} ∈ (0, 1], log(1 + u) =
-// 2·atanh(t), t = u / (2 + u) ≤ 1/3, whose odd series to t¹³ is accurate to < 5e-8: no libm
-// log in the loop, so it runs on vectors (the score pass sees every expert's every output).
-f32x4 softplus4(f32x4 x) {
-  const f32x4 u = simd::exp(-simd::vmax(x, -x));
-  const f32x4 t = u / (2.0f + u);
-  const f32x4 t2 = t * t;
-  f32x4 p = simd::splat(1.0f / 13);
-  p = p * t2 + 1.0f / 11;
-  p = p * t2 + 1.0f / 9;
-  p = p * t2 + 1.0f / 7;
-  p = p * t2 + 1.0f / 5;
-  p = p * t2 + 1.0f / 3;
-  p = p * t2 + 1.0f;
-  return simd::vmax(x, simd::splat(0.0f)) + 2.0f * t * p;
+// Scratch of one row per thread for the vector exp kernel.
+float* row_scratch(int C) {
+  thread_local std::vector<float> buf;
+  if (buf.size() < size_t(C)) buf.resize(C);
+  return buf.data();
 }
 
-// Σ_c softplus(r[c]) and Σ_c r[c]², vectorised over c with a scalar tail.
+// Σ_c softplus(r[c]), softplus x = max(x, 0) + log1p(e^{-|x|}). With u = e^{-|x|} ∈ (0, 1]
+// (the vector exp kernel), log(1 + u) = 2·atanh(t), t = u / (2 + u) ≤ 1/3, whose odd series
+// to t¹³ is accurate to < 5e-8: no libm log in the loop, which the compiler vectorises (the
+// score pass sees every expert's every output).
 float sum_softplus(const float* r, int C) {
-  f32x4 acc = simd::splat(0.0f);
-  int c = 0;
-  for (; c + simd::kWidth <= C; c += simd::kWidth) acc += softplus4(simd::load(r + c));
-  float s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-  for (; c < C; c++) s += softplus(r[c]);
+  float* u = row_scratch(C);
+#pragma omp simd
+  for (int c = 0; c < C; c++) u[c] = -std::fabs(r[c]);
+  simd::kernels().exp_shifted(u, u, size_t(C), 0.0f, 1.0f);
+  float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+  for (int c = 0; c < C; c++) {
+    const float t = u[c] / (2.0f + u[c]), t2 = t * t;
+    float p = 1.0f / 13;
+    p = p * t2 + 1.0f / 11;
+    p = p * t2 + 1.0f / 9;
+    p = p * t2 + 1.0f / 7;
+    p = p * t2 + 1.0f / 5;
+    p = p * t2 + 1.0f / 3;
+    p = p * t2 + 1.0f;
+    s += std::max(r[c], 0.0f) + 2.0f * t * p;
+  }
   return s;
 }
 float sum_squares_row(const float* r, int C) {
@@ -72,10 +75,12 @@ void moe_expert_score_backward(float* d_o, const float* dscores, int stride, con
       for (int c = 0; c < C; c++) d[c] += a * r[c];
     } else {
       const float a = ds / static_cast<float>(C);
-      int c = 0;
-      for (; c + simd::kWidth <= C; c += simd::kWidth)
-        simd::store(d + c, simd::load(d + c) + a / (1.0f + simd::exp(-simd::load(r + c))));
-      for (; c < C; c++) d[c] += a / (1.0f + std::exp(-r[c]));
+      float* e = row_scratch(C);  // e^{-o}: sigmoid(o) = 1 / (1 + e^{-o})
+#pragma omp simd
+      for (int c = 0; c < C; c++) e[c] = -r[c];
+      simd::kernels().exp_shifted(e, e, size_t(C), 0.0f, 1.0f);
+#pragma omp simd
+      for (int c = 0; c < C; c++) d[c] += a / (1.0f + e[c]);
     }
   }
 }
