@@ -22,15 +22,17 @@ def main():
     out = Path(sys.argv[1])
     names = sys.argv[2:]
     runs = {n: load(out / n / "metrics.jsonl") for n in names}
-    base_ms = statistics.median(r["step_ms"] for r in runs[names[0]][5:] or runs[names[0]])
-    lines = ["| router | final val loss | best val loss | tokens/s | step time vs " + names[0] +
+    # Mean step times (after 5 warm-up steps) include the rare competition steps: the cost of
+    # the whole run. The last column isolates a competition step against a normal one.
+    base_ms = statistics.mean(r["step_ms"] for r in runs[names[0]][5:] or runs[names[0]])
+    lines = ["| router | final val loss | best val loss | tokens/s | mean step time vs " + names[0] +
              " | competition steps: time vs normal steps |", "|---|---|---|---|---|---|"]
     for n in names:
         rows = runs[n]
         vals = [r["val_loss"] for r in rows if "val_loss" in r]
         steady = rows[5:] or rows
-        ms = statistics.median(r["step_ms"] for r in steady)
-        tps = statistics.median(r["tokens_per_s"] for r in steady)
+        ms = statistics.mean(r["step_ms"] for r in steady)
+        tps = sum(r["tokens_per_s"] * r["step_ms"] for r in steady) / sum(r["step_ms"] for r in steady)
         comp = [r["step_ms"] for r in steady if any(l.get("competed") for l in r.get("moe", []))]
         normal = [r["step_ms"] for r in steady if not any(l.get("competed") for l in r.get("moe", []))]
         comp_txt = (f"{statistics.median(comp) / statistics.median(normal):.2f}× on {len(comp)} steps"

@@ -16,6 +16,7 @@
 #include "core/cli.hpp"
 #include "core/error.hpp"
 #include "core/rng.hpp"
+#include "model/from_config.hpp"
 #include "model/gpt2.hpp"
 #include "moe/moe_config.hpp"
 #include "train/adamw.hpp"
@@ -35,9 +36,7 @@ class StepBench {
  public:
   StepBench(Backend& be, const Config& cfg)
       : be_(be), B_(cfg.train.micro_batch), T_(cfg.model.seq_len),
-        model_(be, ModelShape{cfg.model.n_layer, cfg.model.d_model, cfg.model.n_head, cfg.model.seq_len,
-                              cfg.model.vocab_size},
-               ModelInit{}, B_, T_, moe_of(cfg)),
+        model_(be, model_shape(cfg), model_init(cfg), B_, T_, model_moe(cfg)),
         opt_(be, model_.params(), AdamWOptions{}) {
     model_.init_weights(cfg.run.seed);
     Rng rng(cfg.run.seed);
@@ -78,14 +77,6 @@ class StepBench {
   }
 
  private:
-  static ModelMoe moe_of(const Config& cfg) {
-    ModelMoe m;
-    if (cfg.moe.n_experts > 0) {
-      m.layers = moe_layer_mask(cfg);
-      m.options = moe_options(cfg);
-    }
-    return m;
-  }
   Backend& be_;
   int B_, T_;
   GPT2 model_;

@@ -15,6 +15,7 @@
 #include "core/error.hpp"
 #include "core/json.hpp"
 #include "data/loader.hpp"
+#include "model/from_config.hpp"
 #include "model/gpt2.hpp"
 #include "moe/competition_schedule.hpp"
 #include "moe/moe_config.hpp"
@@ -77,16 +78,6 @@ void truncate_metrics_after(const std::string& path, int64_t step) {
   out << kept;
 }
 
-ModelShape shape_of(const Config& cfg) {
-  ModelShape s;
-  s.n_layer = cfg.model.n_layer;
-  s.d_model = cfg.model.d_model;
-  s.n_head = cfg.model.n_head;
-  s.seq_len = cfg.model.seq_len;
-  s.vocab_size = cfg.model.vocab_size;
-  return s;
-}
-
 }  // namespace
 
 int train(const Config& cfg, const TrainerOptions& opts, const DistInfo& dist) {
@@ -107,16 +98,8 @@ int train(const Config& cfg, const TrainerOptions& opts, const DistInfo& dist) {
     log->info("run.device auto → {} (cuda: not built{})", backend->name(),
               cuda.devices > 0 ? fmt::format("; {} GPU(s) visible: {}", cuda.devices, cuda.detail) : "");
   }
-  ModelInit init;
-  init.std = cfg.model.init_std;
-  init.decay_embeddings = cfg.optim.decay_embeddings;
-  init.decay_norms = cfg.optim.decay_norms;
-  ModelMoe moe;
-  if (cfg.moe.n_experts > 0) {
-    moe.layers = moe_layer_mask(cfg);
-    moe.options = moe_options(cfg);
-  }
-  GPT2 model(*backend, shape_of(cfg), init, B, T, moe);
+  const ModelMoe moe = model_moe(cfg);
+  GPT2 model(*backend, model_shape(cfg), model_init(cfg), B, T, moe);
   const int n_moe = model.num_moe_layers();
   // CompeteSMoE: the (layer, step) pairs that compete, drawn once from the seed (spec §5).
   const bool competesmoe = n_moe > 0 && moe.options.router == MoeRouter::CompeteSMoE;

@@ -5,7 +5,6 @@
 // against central finite differences of the reference, for each router and step kind.
 // Inputs are checked to have clear top-K margins so no FD step crosses a routing boundary.
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -17,7 +16,6 @@
 #include <catch2/catch.hpp>
 
 #include "backend/cpu/cpu_backend.hpp"
-#include "backend/profiling_backend.hpp"
 #include "core/rng.hpp"
 #include "core/tensor_table.hpp"
 #include "fd_check.hpp"
@@ -552,44 +550,4 @@ TEST_CASE("moe activation memory: competition keeps O(N·K·(C+H) + N·E), never
   TensorTable acts;
   MoeLayer::add_acts(acts, "m.", o, C, N);
   CHECK(acts.count_elements() * sizeof(float) == comp.activation_bytes());
-}
-
-// Timing (hidden: run with `competelm-tests "[moe-bench]"`): forward + backward of one layer,
-// N=1024, C=128, E=8, K=2, H=4C, normal vs competition step.
-TEST_CASE("moe layer timing", "[.][moe-bench]") {
-  MoeOptions o = base_options(MoeRouter::CompeteSMoE);
-  o.n_experts = 8;
-  o.top_k = 2;
-  o.expert_hidden = 512;
-  o.balance_coef = 0.01f, o.z_loss_coef = 0.001f, o.router_coef = 0.001f, o.diversity_coef = 0.005f;
-  const Dims d{8, 128, 128};
-  const int N = d.B * d.T;
-  for (float cb : {0.0f, 0.005f}) {
-    o.competition_balance_coef = cb;
-    Harness hs(o, d);
-    Rng rng(1);
-    random_tensors(hs, rng, 0.02f);
-    const std::vector<float> x = random_floats(rng, size_t(N) * d.C), w = random_floats(rng, size_t(N) * d.C, 1e-3f);
-    std::vector<float> out(x.size()), dinp(x.size());
-    for (bool compete : {false, true}) {
-      if (!compete && cb > 0) continue;
-      double best = 1e30;
-      for (int rep = 0; rep < 5; rep++) {
-        const auto t0 = std::chrono::steady_clock::now();
-        hs.layer->forward(out.data(), x.data(), d.B, d.T, compete, nullptr);
-        hs.layer->backward(dinp.data(), w.data(), 1.0f);
-        best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-      }
-      // per-op breakdown of one more step
-      competelm::ProfilingBackend prof(hs.be);
-      MoeLayer profiled(prof, o, d.C, N);
-      profiled.bind(hs.params, hs.pbuf.data(), hs.gbuf.data(), hs.acts, hs.abuf.data(), kPrefix);
-      profiled.forward(out.data(), x.data(), d.B, d.T, compete, nullptr);
-      profiled.backward(dinp.data(), w.data(), 1.0f);
-      std::string ops;
-      for (const auto& [name, s] : prof.stats()) ops += " " + name + "=" + std::to_string(s.seconds * 1e3).substr(0, 5) + "ms";
-      WARN((compete ? "competition" : "normal") << " step (competition_balance_coef " << cb
-                                                 << "): fwd+bwd " << best * 1e3 << " ms;" << ops);
-    }
-  }
 }
