@@ -34,6 +34,7 @@
 #include <fmt/format.h>
 
 #include "backend/backend.hpp"
+#include "ref_file.hpp"
 #include "core/error.hpp"
 #include "model/gpt2.hpp"
 #include "train/adamw.hpp"
@@ -57,57 +58,10 @@ struct RefCase {
   double beta1 = 0.9, beta2 = 0.95, eps = 1e-6, wd = 0.1;
 };
 
-// One record of the reference file: float64 or int32 data with its shape.
-struct Record {
-  std::vector<int64_t> dims;
-  std::vector<double> f64;
-  std::vector<int32_t> i32;
-  size_t numel() const { return f64.empty() ? i32.size() : f64.size(); }
-};
-using RefFile = std::map<std::string, Record>;
-
-RefFile read_ref_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw competelm::Error(fmt::format("cannot open reference file {}", path));
-  auto read = [&](void* dst, size_t bytes) {
-    in.read(static_cast<char*>(dst), static_cast<std::streamsize>(bytes));
-    if (!in) throw competelm::Error(fmt::format("{}: truncated reference file", path));
-  };
-  char magic[8];
-  read(magic, 8);
-  if (std::string(magic, 8) != "CLMREF01") throw competelm::Error(fmt::format("{}: bad magic", path));
-  uint32_t count = 0;
-  read(&count, 4);
-  RefFile out;
-  for (uint32_t r = 0; r < count; ++r) {
-    uint32_t name_len = 0, dtype = 0, ndim = 0;
-    read(&name_len, 4);
-    std::string name(name_len, '\0');
-    read(name.data(), name_len);
-    read(&dtype, 4);
-    read(&ndim, 4);
-    Record rec;
-    rec.dims.resize(ndim);
-    if (ndim) read(rec.dims.data(), 8 * ndim);
-    size_t n = 1;
-    for (int64_t d : rec.dims) n *= static_cast<size_t>(d);
-    if (dtype == 0) {
-      rec.f64.resize(n);
-      read(rec.f64.data(), 8 * n);
-    } else {
-      rec.i32.resize(n);
-      read(rec.i32.data(), 4 * n);
-    }
-    out.emplace(std::move(name), std::move(rec));
-  }
-  return out;
-}
-
-const Record& get(const RefFile& ref, const std::string& name) {
-  auto it = ref.find(name);
-  if (it == ref.end()) throw competelm::Error(fmt::format("reference file has no record '{}'", name));
-  return it->second;
-}
+using competelm::testing::get;
+using competelm::testing::read_ref_file;
+using competelm::testing::Record;
+using competelm::testing::RefFile;
 
 // Runs the PyTorch reference for `c` into a temporary file and loads it. A missing torch is
 // a failure (torch is a declared test dependency), never a silent pass.
