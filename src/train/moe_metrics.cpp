@@ -60,7 +60,8 @@ std::string MoeStepMetrics::json_array(const std::vector<int>& block_index) cons
     o.add("balance", L.sum.balance * k).add("z_loss", L.sum.z_loss * k).add("distill", L.sum.distill * k);
     o.add("diversity", L.sum.diversity * k).add("competition_balance", L.sum.competition_balance * k);
     o.add("aux", L.sum.aux_loss * k);
-    out += (m ? "," : "") + o.str();
+    if (m) out += ',';
+    out += o.str();
   }
   return out + "]";
 }
