@@ -15,7 +15,14 @@ SUMMARY="$OUT_DIR/gpu_summary.txt"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 || echo "nvidia-smi: not available"
   nvcc --version 2>&1 | tail -n 1
 } >"$SUMMARY"
-if ! cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >"$OUT_DIR/configure.log" 2>&1 ||
+# The reference tests need a Python with torch: the first python3 on PATH that has it.
+PYTHON=${PYTHON:-}
+for p in $(which -a python3 2>/dev/null) /usr/bin/python3; do
+  [ -z "$PYTHON" ] && "$p" -c "import torch" 2>/dev/null && PYTHON=$p
+done
+echo "python for the reference tests: ${PYTHON:-none with torch}" >>"$SUMMARY"
+if ! cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release ${PYTHON:+-DCOMPETELM_PYTHON="$PYTHON"} \
+       >"$OUT_DIR/configure.log" 2>&1 ||
    ! cmake --build "$BUILD_DIR" -j "$(nproc)" >"$OUT_DIR/build.log" 2>&1; then
   echo "BUILD FAILED (see configure.log / build.log)" >>"$SUMMARY"
   tail -n 30 "$OUT_DIR/build.log" "$OUT_DIR/configure.log" 2>/dev/null
