@@ -222,16 +222,17 @@ void CheckpointWriter::abandon() noexcept {
   files_.clear();
 }
 
-void CheckpointWriter::write_tensors(const std::string& file_name, const std::vector<NamedTensor>& tensors) {
+void CheckpointWriter::write_file(const std::string& file_name,
+                                  const std::function<void(CheckpointFileWriter&)>& body) {
   if (committed_ || tmp_dir_.empty())
-    fail("checkpoint step {}: write_tensors('{}') after commit or after a failure", step_, file_name);
+    fail("checkpoint step {}: writing '{}' after commit or after a failure", step_, file_name);
   try {
     check_file_name(file_name, tmp_dir_);
     if (file_name == kMetaFile) fail("{}: '{}' is reserved", tmp_dir_, file_name);
     for (const auto& f : files_)
       if (f.name == file_name) fail("{}: '{}' written twice", tmp_dir_, file_name);
     CheckpointFileWriter out(file_name, tmp_dir_);
-    write_tensor_file(out, tensors, tmp_dir_ + "/" + file_name);
+    body(out);
     files_.push_back(out.finish());
   } catch (...) {
     abandon();
@@ -239,21 +240,12 @@ void CheckpointWriter::write_tensors(const std::string& file_name, const std::ve
   }
 }
 
+void CheckpointWriter::write_tensors(const std::string& file_name, const std::vector<NamedTensor>& tensors) {
+  write_file(file_name, [&](CheckpointFileWriter& out) { write_tensor_file(out, tensors, tmp_dir_ + "/" + file_name); });
+}
+
 void CheckpointWriter::write_text(const std::string& file_name, const std::string& text) {
-  if (committed_ || tmp_dir_.empty())
-    fail("checkpoint step {}: write_text('{}') after commit or after a failure", step_, file_name);
-  try {
-    check_file_name(file_name, tmp_dir_);
-    if (file_name == kMetaFile) fail("{}: '{}' is reserved", tmp_dir_, file_name);
-    for (const auto& f : files_)
-      if (f.name == file_name) fail("{}: '{}' written twice", tmp_dir_, file_name);
-    CheckpointFileWriter out(file_name, tmp_dir_);
-    out.write(text.data(), text.size());
-    files_.push_back(out.finish());
-  } catch (...) {
-    abandon();
-    throw;
-  }
+  write_file(file_name, [&](CheckpointFileWriter& out) { out.write(text.data(), text.size()); });
 }
 
 std::string CheckpointWriter::commit(const std::string& extra_json_fields) {

@@ -5,6 +5,7 @@
 // last, then renamed into place and the parent directory fsynced: a crash at any moment
 // leaves either the complete new checkpoint or none, and never touches the previous one.
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -29,6 +30,8 @@ struct CheckpointFile {
   uint64_t bytes = 0;
   uint64_t checksum = 0;  // checksum64 of the whole file
 };
+
+class CheckpointFileWriter;  // checkpoint/file_io.hpp
 
 class CheckpointWriter {
  public:
@@ -56,6 +59,8 @@ class CheckpointWriter {
   std::vector<CheckpointFile> files_;
 
   void abandon() noexcept;  // removes tmp_dir_; the writer accepts no more calls
+  // The checks and bookkeeping every file shares; body writes the contents.
+  void write_file(const std::string& file_name, const std::function<void(CheckpointFileWriter&)>& body);
 };
 
 class Checkpoint {

@@ -140,9 +140,9 @@ std::string save_run_checkpoint(const std::string& run_dir, const Config& cfg, G
   return w.commit(extra);
 }
 
-TrainState load_run_checkpoint(const std::string& dir, const Config& cfg, GPT2& model, AdamW& opt,
+TrainState load_run_checkpoint(const Checkpoint& ck, const Config& cfg, GPT2& model, AdamW& opt,
                                Backend& backend, CompetitionSchedule* schedule) {
-  Checkpoint ck(dir);  // verifies sizes and checksums of every file
+  const std::string& dir = ck.dir();
   const Config ckpt_cfg = parse_config(ck.read_text(kConfigFile), dir + "/" + kConfigFile);
   check_same_model(ckpt_cfg, cfg, dir);
 
@@ -175,12 +175,11 @@ TrainState load_run_checkpoint(const std::string& dir, const Config& cfg, GPT2& 
   return s;
 }
 
-std::optional<std::string> find_resume_checkpoint(const std::string& run_dir, bool fallback) {
+std::optional<Checkpoint> find_resume_checkpoint(const std::string& run_dir, bool fallback) {
   const std::vector<std::string> all = list_checkpoints(run_dir);
   for (auto it = all.rbegin(); it != all.rend(); ++it) {
     try {
-      Checkpoint verify(*it);
-      return *it;
+      return Checkpoint(*it);  // verified once, here; loading reads it without re-verifying
     } catch (const Error& e) {
       if (!fallback)
         fail_hint("set checkpoint.fallback: true (or --set checkpoint.fallback=true) to resume from the "

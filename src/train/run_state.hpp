@@ -8,6 +8,7 @@
 #include "backend/backend.hpp"
 #include "config/config.hpp"
 #include "data/loader.hpp"
+#include "checkpoint/checkpoint.hpp"
 #include "model/gpt2.hpp"
 #include "moe/competition_schedule.hpp"
 #include "train/adamw.hpp"
@@ -30,15 +31,16 @@ std::string save_run_checkpoint(const std::string& run_dir, const Config& cfg, G
                                 AdamW& opt, const TrainState& state, Backend& backend,
                                 const CompetitionSchedule* schedule = nullptr);
 
-// Restores model, optimizer and state from a verified checkpoint directory. The model shape
-// in the checkpoint must match cfg's: a mismatch is refused naming the key that differs.
+// Restores model, optimizer and state from an opened (so verified: Checkpoint's constructor
+// checks every file's size and checksum) checkpoint. The model shape in the checkpoint must
+// match cfg's: a mismatch is refused naming the key that differs.
 // schedule (if not null) is replaced by the checkpoint's; a checkpoint without one is refused.
-TrainState load_run_checkpoint(const std::string& dir, const Config& cfg, GPT2& model, AdamW& opt,
+TrainState load_run_checkpoint(const Checkpoint& ck, const Config& cfg, GPT2& model, AdamW& opt,
                                Backend& backend, CompetitionSchedule* schedule = nullptr);
 
 // The checkpoint to resume from: the newest complete one. If it fails verification the run
 // is refused, unless `fallback` lets it use the next older one (with a warning).
 // Returns nullopt when the run has no checkpoint.
-std::optional<std::string> find_resume_checkpoint(const std::string& run_dir, bool fallback);
+std::optional<Checkpoint> find_resume_checkpoint(const std::string& run_dir, bool fallback);
 
 }  // namespace competelm

@@ -142,15 +142,15 @@ int train(const Config& cfg, const TrainerOptions& opts, const DistInfo& dist) {
 
   // ---- resume -------------------------------------------------------------------------------------
   TrainState state;
-  std::optional<std::string> resume_dir;
-  if (!opts.resume_from.empty()) resume_dir = opts.resume_from;
+  std::optional<Checkpoint> resume_from;
+  if (!opts.resume_from.empty()) resume_from.emplace(opts.resume_from);
   else if (opts.resume || cfg.checkpoint.resume == "auto")
-    resume_dir = find_resume_checkpoint(cfg.run.dir, cfg.checkpoint.fallback);
-  if (resume_dir) {
-    state = load_run_checkpoint(*resume_dir, cfg, model, opt, *backend, competesmoe ? &competition : nullptr);
+    resume_from = find_resume_checkpoint(cfg.run.dir, cfg.checkpoint.fallback);
+  if (resume_from) {
+    state = load_run_checkpoint(*resume_from, cfg, model, opt, *backend, competesmoe ? &competition : nullptr);
     train_loader.restore(state.train_loader);
     if (dist.is_main()) truncate_metrics_after(cfg.run.dir + "/metrics.jsonl", state.step);
-    log->info("resumed from {} at step {}", *resume_dir, state.step);
+    log->info("resumed from {} at step {}", resume_from->dir(), state.step);
   } else if (opts.resume) {
     log->info("no checkpoint in {}/checkpoints: starting from scratch", cfg.run.dir);
   }
@@ -186,7 +186,7 @@ int train(const Config& cfg, const TrainerOptions& opts, const DistInfo& dist) {
   const float inv_accum = 1.0f / float(accum);
   double ms_sum = 0.0;  // for the ETA: mean step time since the start of this process
   int ms_count = 0;
-  int64_t last_saved = resume_dir ? state.step : -1;
+  int64_t last_saved = resume_from ? state.step : -1;
 
   auto save = [&](const char* why) {
     state.train_loader = train_loader.state();
