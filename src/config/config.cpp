@@ -220,6 +220,12 @@ void check_consistency(const Config& cfg, const std::string& name, const Origins
               name, t.batch_tokens, origin_of(origins, "train.batch_tokens"), t.micro_batch,
               m.seq_len, micro_tokens);
   check_moe(cfg, name, origins);
+  const int P = cfg.dist.expert_parallel;
+  if (P > 1 && (cfg.moe.n_experts == 0 || cfg.moe.n_experts % P != 0))
+    fail_hint("dist.expert_parallel must divide moe.n_experts (and the number of ranks)",
+              "{}: dist.expert_parallel ({}, from {}) does not divide moe.n_experts ({}, from {})", name, P,
+              origin_of(origins, "dist.expert_parallel"), cfg.moe.n_experts,
+              origin_of(origins, "moe.n_experts"));
 }
 
 // Escapes '|' so a cell does not split a Markdown table row.

@@ -100,6 +100,10 @@ struct EvalSection {
   std::string tokenizer_dir = "data/tokenizer";  // eval.tokenizer_dir (encoder.json, vocab.bpe)
 };
 
+struct DistSection {
+  int expert_parallel = 1;            // dist.expert_parallel: ranks sharing one copy of the experts
+};
+
 struct Config {
   RunSection run;
   ModelSection model;
@@ -110,6 +114,7 @@ struct Config {
   CheckpointSection checkpoint;
   LogSection log;
   EvalSection eval;
+  DistSection dist;
   std::string source;                 // the file it was loaded from
 };
 

@@ -141,6 +141,11 @@ std::vector<KeySpec> build_keys() {
       K(eval, temperature, "Sampling temperature", .min = 0.0, .min_open = true),
       K(eval, prompt, "Prompt the samples start from"),
       K(eval, tokenizer_dir, "Directory with the GPT-2 tokenizer files (encoder.json, vocab.bpe)"),
+      // ---- dist (multi-rank runs: mpirun -np N) ----
+      K(dist, expert_parallel,
+        "Expert parallel size P: each MoE layer's experts are split over P ranks (P divides the "
+        "rank count and moe.n_experts); 1 = every rank holds every expert",
+        .min = 1.0),
   };
 }
 
@@ -310,7 +315,7 @@ const std::vector<KeySpec>& keys() {
 
 const std::vector<std::string_view>& sections() {
   static const std::vector<std::string_view> names = {
-      "run", "model", "moe", "data", "optim", "train", "checkpoint", "log", "eval"};
+      "run", "model", "moe", "data", "optim", "train", "checkpoint", "log", "eval", "dist"};
   return names;
 }
 

@@ -92,7 +92,7 @@ std::string Cli::help() const {
   return out;
 }
 
-int run_tool(const char* program, int (*fn)(int, char**), int argc, char** argv) {
+int run_tool(const char* program, const std::function<int(int, char**)>& fn, int argc, char** argv) {
   try {
     return fn(argc, argv);
   } catch (const Error& e) {

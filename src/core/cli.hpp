@@ -1,6 +1,7 @@
 #pragma once
 // A small command-line parser shared by the tools: --flag, --opt VALUE / --opt=VALUE,
 // repeatable options, positionals, generated --help, errors naming the bad argument.
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -42,6 +43,6 @@ class Cli {
 
 // The tools' main(): runs fn, turns competelm::Error (and other exceptions) into a message
 // "program: error: ..." (+ "hint: ...") on stderr and exit code 2.
-int run_tool(const char* program, int (*fn)(int, char**), int argc, char** argv);
+int run_tool(const char* program, const std::function<int(int, char**)>& fn, int argc, char** argv);
 
 }  // namespace competelm

@@ -1,10 +1,12 @@
 #include "model/gpt2.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
 #include "core/error.hpp"
 #include "core/rng.hpp"
+#include "dist/comm.hpp"
 
 namespace competelm {
 
@@ -52,7 +54,13 @@ GPT2::GPT2(Backend& backend, const ModelShape& shape, const ModelInit& init, int
   moe_.layers.resize(shape.n_layer, false);
   for (int l = 0; l < shape.n_layer; ++l)
     if (moe_.layers[l]) moe_index_.push_back(l);
-  build_param_table();
+  if (moe_.ep.active() && !moe_index_.empty() && moe_.options.n_experts % moe_.ep.size != 0)
+    fail("expert parallel size {} does not divide moe.n_experts = {}", moe_.ep.size, moe_.options.n_experts);
+  build_param_table(params_, /*canonical=*/false);
+  build_param_table(canonical_, /*canonical=*/true);
+  expert_region_begin_ = params_.total_elements();
+  for (const TensorSpec& s : params_.specs())
+    if (MoeLayer::is_expert_param(s.name)) expert_region_begin_ = std::min(expert_region_begin_, s.offset);
   build_act_table(B, T);
   params_mem_ = static_cast<float*>(be_.alloc(params_.total_elements() * sizeof(float)));
   grads_mem_ = static_cast<float*>(be_.alloc(params_.total_elements() * sizeof(float)));
@@ -61,7 +69,7 @@ GPT2::GPT2(Backend& backend, const ModelShape& shape, const ModelInit& init, int
   targets_dev_ = static_cast<int32_t*>(be_.alloc(size_t(B) * T * sizeof(int32_t)));
   moe_layers_.resize(shape.n_layer);
   for (int l : moe_index_) {
-    moe_layers_[l] = std::make_unique<MoeLayer>(be_, moe_.options, shape.d_model, B * T);
+    moe_layers_[l] = std::make_unique<MoeLayer>(be_, moe_.options, shape.d_model, B * T, moe_.ep);
     moe_layers_[l]->bind(params_, params_mem_, grads_mem_, acts_, acts_mem_, block_prefix(l) + "moe.");
   }
   compete_next_.assign(moe_index_.size(), false);
@@ -76,32 +84,75 @@ GPT2::~GPT2() {
   be_.dealloc(targets_dev_);
 }
 
-void GPT2::build_param_table() {
+void GPT2::build_param_table(TensorTable& table, bool canonical) const {
   const int64_t C = shape_.d_model, Vp = shape_.padded_vocab(), maxT = shape_.seq_len;
   const bool emb = init_.decay_embeddings, norm = init_.decay_norms;
-  params_.add("wte", {Vp, C}, emb);
-  params_.add("wpe", {maxT, C}, emb);
+  table.add("wte", {Vp, C}, emb);
+  table.add("wpe", {maxT, C}, emb);
   for (int l = 0; l < shape_.n_layer; ++l) {
     const std::string p = "blocks." + std::to_string(l) + ".";
-    params_.add(p + "ln1.weight", {C}, norm);
-    params_.add(p + "ln1.bias", {C});
-    params_.add(p + "attn.qkv.weight", {3 * C, C}, true);
-    params_.add(p + "attn.qkv.bias", {3 * C});
-    params_.add(p + "attn.proj.weight", {C, C}, true);
-    params_.add(p + "attn.proj.bias", {C});
-    params_.add(p + "ln2.weight", {C}, norm);
-    params_.add(p + "ln2.bias", {C});
+    table.add(p + "ln1.weight", {C}, norm);
+    table.add(p + "ln1.bias", {C});
+    table.add(p + "attn.qkv.weight", {3 * C, C}, true);
+    table.add(p + "attn.qkv.bias", {3 * C});
+    table.add(p + "attn.proj.weight", {C, C}, true);
+    table.add(p + "attn.proj.bias", {C});
+    table.add(p + "ln2.weight", {C}, norm);
+    table.add(p + "ln2.bias", {C});
     if (moe_.layers[l]) {
-      MoeLayer::add_params(params_, p + "moe.", moe_.options, int(C));
+      MoeLayer::add_params(table, p + "moe.", moe_.options, int(C), true, /*with_experts=*/canonical);
       continue;
     }
-    params_.add(p + "mlp.fc.weight", {4 * C, C}, true);
-    params_.add(p + "mlp.fc.bias", {4 * C});
-    params_.add(p + "mlp.proj.weight", {C, 4 * C}, true);
-    params_.add(p + "mlp.proj.bias", {C});
+    table.add(p + "mlp.fc.weight", {4 * C, C}, true);
+    table.add(p + "mlp.fc.bias", {4 * C});
+    table.add(p + "mlp.proj.weight", {C, 4 * C}, true);
+    table.add(p + "mlp.proj.bias", {C});
   }
-  params_.add("lnf.weight", {C}, norm);
-  params_.add("lnf.bias", {C});
+  table.add("lnf.weight", {C}, norm);
+  table.add("lnf.bias", {C});
+  if (canonical) return;
+  // The routed experts this rank holds, last: one contiguous region, reduced among the ranks
+  // holding the same experts (the rest among all ranks).
+  for (int l : moe_index_)
+    MoeLayer::add_expert_params(table, block_prefix(l) + "moe.", moe_.options, int(C),
+                                moe_.ep.local_experts(moe_.options.n_experts));
+}
+
+size_t GPT2::canonical_offset(const TensorSpec& s) const {
+  return MoeLayer::is_expert_param(s.name) ? size_t(moe_.ep.rank) * s.numel : 0;
+}
+
+std::vector<float> GPT2::from_canonical(const std::vector<float>& canonical) const {
+  CLM_ASSERT(canonical.size() == canonical_.total_elements());
+  std::vector<float> local(params_.total_elements(), 0.0f);
+  for (const TensorSpec& s : params_.specs()) {
+    const float* src = canonical.data() + canonical_.at(s.name).offset + canonical_offset(s);
+    std::copy(src, src + s.numel, local.data() + s.offset);
+  }
+  return local;
+}
+
+std::vector<float> GPT2::to_canonical(const std::vector<float>& local) const {
+  CLM_ASSERT(local.size() == params_.total_elements());
+  std::vector<float> canonical(canonical_.total_elements(), 0.0f);
+  const ExpertParallel& ep = moe_.ep;
+  const size_t region = params_.total_elements() - expert_region_begin_;
+  // Under expert parallelism every rank of the group contributes its experts' region.
+  std::vector<float> regions(region * size_t(ep.size));
+  if (ep.active() && region > 0)
+    ep.comm->allgather(local.data() + expert_region_begin_, regions.data(), region * sizeof(float));
+  for (const TensorSpec& s : params_.specs()) {
+    float* dst = canonical.data() + canonical_.at(s.name).offset;
+    if (!MoeLayer::is_expert_param(s.name) || !ep.active()) {
+      std::copy(local.data() + s.offset, local.data() + s.offset + s.numel, dst);
+      continue;
+    }
+    for (int p = 0; p < ep.size; ++p) {
+      const float* src = regions.data() + size_t(p) * region + (s.offset - expert_region_begin_);
+      std::copy(src, src + s.numel, dst + size_t(p) * s.numel);
+    }
+  }
+  return canonical;
 }
 
 void GPT2::build_act_table(int B, int T) {
@@ -123,7 +174,7 @@ void GPT2::build_act_table(int B, int T) {
     a.ln2_rstd.push_back(acts_.add(p + "ln2_rstd", {BT}));
     if (moe_.layers[l]) {
       // Same prefix as the parameters: MoeLayer::bind() looks both up with one prefix.
-      MoeLayer::add_acts(acts_, block_prefix(l) + "moe.", moe_.options, int(C), int(BT));
+      MoeLayer::add_acts(acts_, block_prefix(l) + "moe.", moe_.options, int(C), int(BT), moe_.ep.size);
       a.fch.push_back(SIZE_MAX);  // no dense MLP in this block
       a.fch_gelu.push_back(SIZE_MAX);
     } else {
@@ -150,11 +201,13 @@ float* GPT2::param(const std::string& name) { return params_mem_ + params_.at(na
 float* GPT2::grad(const std::string& name) { return grads_mem_ + params_.at(name).offset; }
 
 void GPT2::init_weights(uint64_t seed) {
-  std::vector<float> host(params_.total_elements(), 0.0f);
+  // Drawn for the whole model in canonical order, so every rank layout and expert-parallel
+  // size starts from the same weights; then this rank's share is taken.
+  std::vector<float> host(canonical_.total_elements(), 0.0f);
   Rng rng(seed);
   const float resid_std =
       init_.scale_residual ? init_.std / std::sqrt(2.0f * shape_.n_layer) : init_.std;
-  for (const TensorSpec& s : params_.specs()) {
+  for (const TensorSpec& s : canonical_.specs()) {
     float* p = host.data() + s.offset;
     const bool is_bias = s.name.ends_with(".bias");
     const bool is_norm = s.name.ends_with(".weight") &&
@@ -170,7 +223,8 @@ void GPT2::init_weights(uint64_t seed) {
     const float sd = residual_proj ? resid_std : init_.std;
     for (size_t i = 0; i < s.numel; ++i) p[i] = sd * rng.normal();
   }
-  be_.upload(params_mem_, host.data(), host.size() * sizeof(float));
+  const std::vector<float> local = from_canonical(host);
+  be_.upload(params_mem_, local.data(), local.size() * sizeof(float));
 }
 
 void GPT2::zero_grad() { be_.zero(grads_mem_, params_.total_elements() * sizeof(float)); }

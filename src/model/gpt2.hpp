@@ -35,6 +35,7 @@ struct ModelInit {
 struct ModelMoe {
   std::vector<bool> layers;  // (n_layer); empty or all false = dense model
   MoeOptions options;
+  ExpertParallel ep;         // this rank holds experts [ep.first_expert(E), +E/P) of each layer
   int count() const;         // number of MoE layers
 };
 
@@ -48,7 +49,20 @@ class GPT2 {
   GPT2& operator=(const GPT2&) = delete;
 
   const ModelShape& shape() const { return shape_; }
+  // This rank's parameters: every replicated tensor in model order, then (one region from
+  // expert_region_begin() on) the routed experts this rank holds under expert parallelism.
   const TensorTable& params() const { return params_; }
+  // The whole model as one process holds it (all E experts, model order): the layout of
+  // checkpoints and initialisation. Equal to params() up to order when expert parallel is 1.
+  const TensorTable& canonical_params() const { return canonical_; }
+  size_t expert_region_begin() const { return expert_region_begin_; }
+  // Where local tensor s sits in its canonical tensor: element offset (experts: ep.rank·numel).
+  size_t canonical_offset(const TensorSpec& s) const;
+  // Host copies: canonical (canonical_params() layout) → this rank's layout, and back for a
+  // host buffer holding this rank's layout. to_canonical needs every rank of the expert-parallel
+  // group (collective over moe().ep.comm when P > 1).
+  std::vector<float> from_canonical(const std::vector<float>& canonical) const;
+  std::vector<float> to_canonical(const std::vector<float>& local) const;
   float* param_buffer() { return params_mem_; }   // backend memory, params().total_elements()
   float* grad_buffer() { return grads_mem_; }     // same layout as param_buffer()
   float* param(const std::string& name);          // backend pointer into param_buffer()
@@ -86,13 +100,13 @@ class GPT2 {
   // FLOPs of one forward+backward per token (6·N plus attention), for MFU and GFLOP/s.
   // MoE layers count their active parameters (router + top_k routed experts + shared).
   double flops_per_token(int T) const;
-  size_t num_parameters() const { return params_.count_elements(); }
+  size_t num_parameters() const { return canonical_.count_elements(); }  // whole model
   size_t num_active_parameters() const;  // per token
 
  private:
   struct Acts;  // activation tensor handles
   int moe_layer_number(int block) const;  // index among the MoE layers
-  void build_param_table();
+  void build_param_table(TensorTable& table, bool canonical) const;
   void build_act_table(int B, int T);
 
   Backend& be_;
@@ -108,6 +122,8 @@ class GPT2 {
   int B_ = 0, T_ = 0;  // shape of the last forward
   bool have_targets_ = false;
   TensorTable params_;
+  TensorTable canonical_;
+  size_t expert_region_begin_ = 0;
   TensorTable acts_;
   float* params_mem_ = nullptr;
   float* grads_mem_ = nullptr;

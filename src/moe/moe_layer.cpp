@@ -25,6 +25,7 @@
 #include <numeric>
 
 #include "core/error.hpp"
+#include "dist/comm.hpp"
 
 namespace competelm {
 namespace {
@@ -36,8 +37,9 @@ struct ActSpec {
 
 // Every activation / scratch tensor the layer registers, for max_tokens tokens. Index tensors
 // are int32 stored in float-sized slots of the activation table.
-std::vector<ActSpec> act_specs(const MoeOptions& o, int C, int N) {
+std::vector<ActSpec> act_specs(const MoeOptions& o, int C, int N, int P) {
   const int64_t E = o.n_experts, K = o.top_k, H = o.expert_hidden, S = o.shared_experts, R = int64_t(N) * K;
+  const int64_t PN = int64_t(P) * N, El = E / P;  // tokens of the expert-parallel group, local experts
   std::vector<ActSpec> v = {
       {"router.logits", {N, E}},  {"router.probs", {N, E}},   {"route.val", {N, K}},
       {"route.gate", {N, K}},     {"route.idx", {N, K}},      {"route.row_of_slot", {N, K}},
@@ -56,9 +58,23 @@ std::vector<ActSpec> act_specs(const MoeOptions& o, int C, int N) {
     for (const char* name : {"compete.scores", "compete.p_c", "grad.scores", "grad.p_c"}) v.push_back({name, {N, E}});
     for (const char* name : {"compete.best", "compete.gate", "compete.idx"}) v.push_back({name, {N, K}});
     v.push_back({"compete.score_rows", {R}});
-    v.push_back({"compete.h", {N, H}});
-    v.push_back({"compete.a", {N, H}});
-    v.push_back({"compete.o", {N, C}});
+    v.push_back({"compete.h", {PN, H}});  // one expert over every token of the group
+    v.push_back({"compete.a", {PN, H}});
+    v.push_back({"compete.o", {PN, C}});
+  }
+  if (P > 1) {
+    // Rows received from the group for this rank's experts (dropless: up to every row of
+    // every rank), laid out by source rank, then local expert.
+    v.push_back({"ep.recv_x", {int64_t(P) * R, C}});
+    v.push_back({"ep.recv_h", {int64_t(P) * R, H}});
+    v.push_back({"ep.recv_a", {int64_t(P) * R, H}});
+    v.push_back({"ep.recv_o", {int64_t(P) * R, C}});  // outputs, then ∂L/∂o → ∂L/∂x in backward
+    v.push_back({"ep.recv_dh", {int64_t(P) * R, H}});
+    if (o.router == MoeRouter::CompeteSMoE) {
+      v.push_back({"ep.all_x", {PN, C}});          // every token of the group (competition)
+      v.push_back({"ep.all_dx", {PN, C}});
+      v.push_back({"ep.local_scores", {PN, El}});  // this rank's experts' scores, all tokens
+    }
   }
   return v;
 }
@@ -114,6 +130,12 @@ struct MoeLayer::Bound {
   float *scores = nullptr, *p_c = nullptr, *dscores = nullptr, *dp_c = nullptr, *best = nullptr,
         *cgate = nullptr, *score_rows = nullptr, *cmp_h = nullptr, *cmp_a = nullptr, *cmp_o = nullptr;
   int32_t* cidx = nullptr;
+  // expert parallel buffers (see act_specs)
+  float *recv_x = nullptr, *recv_h = nullptr, *recv_a = nullptr, *recv_o = nullptr, *recv_dh = nullptr;
+  float *all_x = nullptr, *all_dx = nullptr, *local_scores = nullptr;
+  std::vector<int64_t> send_rows, recv_rows;  // (P) rows to / from each rank of the group
+  std::vector<int32_t> recv_counts;           // (P, El) rows from rank s for local expert el
+  int recv_total = 0;
   // the last forward
   const float* inp = nullptr;
   int B = 0, T = 0;
@@ -133,20 +155,20 @@ struct MoeLayer::Bound {
   }
 };
 
-MoeLayer::MoeLayer(Backend& backend, const MoeOptions& opts, int C, int max_tokens)
-    : be_(backend), opts_(opts), C_(C), max_tokens_(max_tokens), b_(std::make_shared<Bound>()) {
+MoeLayer::MoeLayer(Backend& backend, const MoeOptions& opts, int C, int max_tokens, const ExpertParallel& ep)
+    : be_(backend), opts_(opts), C_(C), max_tokens_(max_tokens), ep_(ep), b_(std::make_shared<Bound>()) {
   check_options(opts_);
+  if (ep_.size < 1 || opts_.n_experts % ep_.size != 0)
+    fail("MoE layer: expert parallel size {} does not divide moe.n_experts = {}", ep_.size, opts_.n_experts);
+  if (ep_.active() && !ep_.comm) fail("MoE layer: expert parallel size {} without a communicator", ep_.size);
 }
 
 void MoeLayer::add_params(TensorTable& params, const std::string& prefix, const MoeOptions& o, int C,
-                          bool decay_matrices) {
+                          bool decay_matrices, bool with_experts) {
   check_options(o);
   const int64_t E = o.n_experts, H = o.expert_hidden, S = o.shared_experts;
   params.add(prefix + "router.weight", {E, C}, decay_matrices);
-  params.add(prefix + "experts.fc.weight", {E, H, C}, decay_matrices);
-  params.add(prefix + "experts.fc.bias", {E, H});
-  params.add(prefix + "experts.proj.weight", {E, C, H}, decay_matrices);
-  params.add(prefix + "experts.proj.bias", {E, C});
+  if (with_experts) add_expert_params(params, prefix, o, C, o.n_experts, decay_matrices);
   if (S > 0) {
     params.add(prefix + "shared.fc.weight", {S, H, C}, decay_matrices);
     params.add(prefix + "shared.fc.bias", {S, H});
@@ -155,14 +177,27 @@ void MoeLayer::add_params(TensorTable& params, const std::string& prefix, const 
   }
 }
 
-void MoeLayer::add_acts(TensorTable& acts, const std::string& prefix, const MoeOptions& o, int C, int max_tokens) {
+void MoeLayer::add_expert_params(TensorTable& params, const std::string& prefix, const MoeOptions& o, int C,
+                                 int n_local, bool decay_matrices) {
   check_options(o);
-  for (ActSpec& s : act_specs(o, C, max_tokens)) acts.add(prefix + s.name, std::move(s.shape));
+  const int64_t El = n_local, H = o.expert_hidden;
+  params.add(prefix + "experts.fc.weight", {El, H, C}, decay_matrices);
+  params.add(prefix + "experts.fc.bias", {El, H});
+  params.add(prefix + "experts.proj.weight", {El, C, H}, decay_matrices);
+  params.add(prefix + "experts.proj.bias", {El, C});
+}
+
+bool MoeLayer::is_expert_param(const std::string& name) { return name.find(".moe.experts.") != std::string::npos; }
+
+void MoeLayer::add_acts(TensorTable& acts, const std::string& prefix, const MoeOptions& o, int C, int max_tokens,
+                        int ep_size) {
+  check_options(o);
+  for (ActSpec& s : act_specs(o, C, max_tokens, ep_size)) acts.add(prefix + s.name, std::move(s.shape));
 }
 
 size_t MoeLayer::activation_bytes() const {
   size_t n = 0;
-  for (const ActSpec& s : act_specs(opts_, C_, max_tokens_))
+  for (const ActSpec& s : act_specs(opts_, C_, max_tokens_, ep_.size))
     n += static_cast<size_t>(std::accumulate(s.shape.begin(), s.shape.end(), int64_t{1}, std::multiplies<>()));
   return n * sizeof(float);
 }
@@ -201,6 +236,12 @@ void MoeLayer::bind(const TensorTable& params, float* param_buf, float* grad_buf
     b.score_rows = act("compete.score_rows");
     b.cmp_h = act("compete.h"), b.cmp_a = act("compete.a"), b.cmp_o = act("compete.o");
   }
+  if (ep_.active()) {
+    b.recv_x = act("ep.recv_x"), b.recv_h = act("ep.recv_h"), b.recv_a = act("ep.recv_a");
+    b.recv_o = act("ep.recv_o"), b.recv_dh = act("ep.recv_dh");
+    if (opts_.router == MoeRouter::CompeteSMoE)
+      b.all_x = act("ep.all_x"), b.all_dx = act("ep.all_dx"), b.local_scores = act("ep.local_scores");
+  }
   b.offsets_host.assign(static_cast<size_t>(opts_.n_experts) + 1, 0);
   b.ready = false;
 }
@@ -229,7 +270,7 @@ void MoeLayer::forward(float* out, const float* inp, int B, int T, bool compete,
 
   const int32_t* used_idx = b.idx;
   const float* used_gate = b.gate;
-  if (competing) {
+  if (competing && !ep_.active()) {
     // Every expert on every token, one expert at a time; the running top-K keeps the winners'
     // o rows in d_rows and h rows in d_hid, slot-ordered (n·K + k).
     for (int e = 0; e < E; e++) {
@@ -237,6 +278,13 @@ void MoeLayer::forward(float* out, const float* inp, int B, int T, bool compete,
       be_.moe_expert_score(b.scores + e, E, b.cmp_o, N, C, l2);
       be_.moe_compete_insert(b.cidx, b.best, b.d_rows, b.d_hid, b.scores + e, E, b.cmp_o, b.cmp_h, e, N, K, C, H);
     }
+  } else if (competing) {
+    // Expert parallel: each rank scores its experts on every token of the group; the token's
+    // home rank gathers all E scores and picks the winners, which then run as routed rows.
+    compete_scores_ep(inp, N);
+    be_.moe_topk(b.cidx, b.best, b.scores, N, E, K);
+  }
+  if (competing) {
     be_.moe_gate_forward(b.cgate, b.best, N, K, /*softmax=*/l2);
     used_idx = b.cidx, used_gate = b.cgate;
   }
@@ -245,17 +293,12 @@ void MoeLayer::forward(float* out, const float* inp, int B, int T, bool compete,
   be_.moe_permute(b.offsets, b.row_of_slot, b.slot_of_row, used_idx, N, E, K);
   be_.download(b.offsets_host.data(), b.offsets, sizeof(int32_t) * (static_cast<size_t>(E) + 1));
   be_.moe_gather_rows(b.x_rows, inp, b.slot_of_row, K, R, C);  // (R,C)
-  if (competing) {
+  if (competing && !ep_.active()) {
     be_.moe_gather_rows(b.h_rows, b.d_hid, b.slot_of_row, 1, R, H);
     be_.gelu_forward(b.a_rows, b.h_rows, static_cast<size_t>(R) * H);
     be_.moe_gather_rows(b.o_rows, b.d_rows, b.slot_of_row, 1, R, C);
   } else {
-    for (int e = 0; e < E; e++) {
-      const int r0 = b.offsets_host[e], n = b.offsets_host[e + 1] - r0;
-      if (n == 0) continue;
-      ffn_forward(be_, b.expert(e, C, H), b.h_rows + size_t(r0) * H, b.a_rows + size_t(r0) * H,
-                  b.o_rows + size_t(r0) * C, b.x_rows + size_t(r0) * C, n, C, H);
-    }
+    experts_forward();
   }
   be_.moe_combine_forward(out, b.o_rows, used_gate, b.row_of_slot, N, K, C);  // (N,C)
 
@@ -309,7 +352,8 @@ void MoeLayer::backward(float* dinp, const float* dout, float aux_scale) {
       be_.moe_entropy_balance(b.dp_c, b.p_c, B, T, E, cb);
       be_.zero(b.dscores, sizeof(float) * size_t(N) * E);
       be_.moe_softmax_backward(b.dscores, b.dp_c, b.p_c, N, E);  // ∂/∂s (N,E)
-      for (int e = 0; e < E; e++) {
+      if (ep_.active()) competition_balance_backward_ep(dinp, N);
+      for (int e = 0; !ep_.active() && e < E; e++) {
         ffn_forward(be_, b.expert(e, C, H), b.cmp_h, b.cmp_a, b.cmp_o, inp, N, C, H);
         be_.zero(b.d_rows, sizeof(float) * size_t(N) * C);
         be_.moe_expert_score_backward(b.d_rows, b.dscores + e, E, b.cmp_o, N, C, l2);
@@ -341,15 +385,7 @@ void MoeLayer::backward(float* dinp, const float* dout, float aux_scale) {
   const float zc = aux_scale * opts_.z_loss_coef;
   if (zc != 0.0f) be_.moe_z_loss(b.dlogits, b.logits, N, E, zc);
 
-  // Grouped expert backward over each expert's row range; d_rows[range] is reused for ∂L/∂x
-  // once the range's ∂L/∂o has been consumed.
-  for (int e = 0; e < E; e++) {
-    const int r0 = b.offsets_host[e], n = b.offsets_host[e + 1] - r0;
-    if (n == 0) continue;
-    float* d_o = b.d_rows + size_t(r0) * C;  // ∂L/∂o of the range, then its ∂L/∂x
-    ffn_backward(be_, b.expert(e, C, H), d_o, d_o, b.h_rows + size_t(r0) * H, b.a_rows + size_t(r0) * H,
-                 b.x_rows + size_t(r0) * C, b.d_hid + size_t(r0) * H, n, C, H);
-  }
+  experts_backward();  // d_rows: ∂L/∂o → ∂L/∂x
   be_.moe_scatter_rows(dinp, b.d_rows, b.row_of_slot, N, K, C);
 
   // Shared experts (d_hid's first N rows are scratch now).
@@ -359,6 +395,140 @@ void MoeLayer::backward(float* dinp, const float* dout, float aux_scale) {
 
   // Router: dW_r += dgᵀ x, dinp += dg · W_r.
   be_.matmul_backward(dinp, b.dwr, nullptr, b.dlogits, inp, b.wr, N, C, E);
+}
+
+// ---- the experts over the sorted rows: local, or dispatched to their ranks -----------------
+
+void MoeLayer::experts_forward() {
+  Bound& b = *b_;
+  const int C = C_, E = opts_.n_experts, H = opts_.expert_hidden;
+  if (!ep_.active()) {
+    for (int e = 0; e < E; e++) {
+      const int r0 = b.offsets_host[e], n = b.offsets_host[e + 1] - r0;
+      if (n == 0) continue;
+      ffn_forward(be_, b.expert(e, C, H), b.h_rows + size_t(r0) * H, b.a_rows + size_t(r0) * H,
+                  b.o_rows + size_t(r0) * C, b.x_rows + size_t(r0) * C, n, C, H);
+    }
+    return;
+  }
+  // Rows are sorted by global expert, so the rows for rank p's experts are one contiguous
+  // range. Exchange per-expert counts, send each rank its rows, run the local experts over
+  // every (source rank, local expert) segment, send the outputs back into place.
+  const int P = ep_.size, El = E / P;
+  std::vector<int32_t> send_counts(size_t(P) * El);  // (P, El)
+  for (int e = 0; e < E; e++) send_counts[e] = b.offsets_host[e + 1] - b.offsets_host[e];
+  b.recv_counts.assign(size_t(P) * El, 0);
+  ep_.comm->alltoall(send_counts.data(), b.recv_counts.data(), sizeof(int32_t) * El);
+  b.send_rows.assign(P, 0);
+  b.recv_rows.assign(P, 0);
+  b.recv_total = 0;
+  for (int p = 0; p < P; p++)
+    for (int el = 0; el < El; el++) {
+      b.send_rows[p] += send_counts[size_t(p) * El + el];
+      b.recv_rows[p] += b.recv_counts[size_t(p) * El + el];
+    }
+  for (int p = 0; p < P; p++) b.recv_total += static_cast<int>(b.recv_rows[p]);
+  auto bytes = [](const std::vector<int64_t>& rows, int width) {
+    std::vector<int64_t> v(rows.size());
+    for (size_t i = 0; i < rows.size(); i++) v[i] = rows[i] * width * int64_t(sizeof(float));
+    return v;
+  };
+  ep_.comm->alltoallv(b.x_rows, bytes(b.send_rows, C), b.recv_x, bytes(b.recv_rows, C));
+  int r0 = 0;
+  for (int src = 0; src < P; src++)
+    for (int el = 0; el < El; el++) {
+      const int n = b.recv_counts[size_t(src) * El + el];
+      if (n == 0) continue;
+      ffn_forward(be_, b.expert(el, C, H), b.recv_h + size_t(r0) * H, b.recv_a + size_t(r0) * H,
+                  b.recv_o + size_t(r0) * C, b.recv_x + size_t(r0) * C, n, C, H);
+      r0 += n;
+    }
+  ep_.comm->alltoallv(b.recv_o, bytes(b.recv_rows, C), b.o_rows, bytes(b.send_rows, C));
+}
+
+void MoeLayer::experts_backward() {
+  Bound& b = *b_;
+  const int C = C_, E = opts_.n_experts, H = opts_.expert_hidden;
+  if (!ep_.active()) {
+    // d_rows[range] is reused for ∂L/∂x once the range's ∂L/∂o has been consumed.
+    for (int e = 0; e < E; e++) {
+      const int r0 = b.offsets_host[e], n = b.offsets_host[e + 1] - r0;
+      if (n == 0) continue;
+      float* d_o = b.d_rows + size_t(r0) * C;
+      ffn_backward(be_, b.expert(e, C, H), d_o, d_o, b.h_rows + size_t(r0) * H, b.a_rows + size_t(r0) * H,
+                   b.x_rows + size_t(r0) * C, b.d_hid + size_t(r0) * H, n, C, H);
+    }
+    return;
+  }
+  // The forward's exchange in reverse: ∂L/∂o rows go to the experts' ranks (into recv_o,
+  // whose outputs are no longer needed), become ∂L/∂x there, and come back into d_rows.
+  const int P = ep_.size, El = E / P;
+  std::vector<int64_t> sb(P), rb(P);
+  for (int p = 0; p < P; p++) {
+    sb[p] = b.send_rows[p] * C * int64_t(sizeof(float));
+    rb[p] = b.recv_rows[p] * C * int64_t(sizeof(float));
+  }
+  ep_.comm->alltoallv(b.d_rows, sb, b.recv_o, rb);
+  int r0 = 0;
+  for (int src = 0; src < P; src++)
+    for (int el = 0; el < El; el++) {
+      const int n = b.recv_counts[size_t(src) * El + el];
+      if (n == 0) continue;
+      float* d_o = b.recv_o + size_t(r0) * C;
+      ffn_backward(be_, b.expert(el, C, H), d_o, d_o, b.recv_h + size_t(r0) * H, b.recv_a + size_t(r0) * H,
+                   b.recv_x + size_t(r0) * C, b.recv_dh + size_t(r0) * H, n, C, H);
+      r0 += n;
+    }
+  ep_.comm->alltoallv(b.recv_o, rb, b.d_rows, sb);
+}
+
+void MoeLayer::compete_scores_ep(const float* inp, int N) {
+  Bound& b = *b_;
+  const int C = C_, E = opts_.n_experts, H = opts_.expert_hidden, P = ep_.size, El = E / P, PN = P * N;
+  const bool l2 = opts_.score == CompetitionScore::L2;
+  ep_.comm->allgather(inp, b.all_x, sizeof(float) * size_t(N) * C);  // (P·N, C)
+  for (int el = 0; el < El; el++) {
+    ffn_forward(be_, b.expert(el, C, H), b.cmp_h, b.cmp_a, b.cmp_o, b.all_x, PN, C, H);
+    be_.moe_expert_score(b.local_scores + el, El, b.cmp_o, PN, C, l2);  // column el of (P·N, El)
+  }
+  // Block s of local_scores (rows s·N…) goes to rank s; block p received holds rank p's
+  // experts for this rank's tokens: scores[n][p·El + el] = recv[p][n][el].
+  std::vector<float> recv(size_t(N) * E), scores(size_t(N) * E);
+  ep_.comm->alltoall(b.local_scores, recv.data(), sizeof(float) * size_t(N) * El);
+  for (int p = 0; p < P; p++)
+    for (int n = 0; n < N; n++)
+      for (int el = 0; el < El; el++)
+        scores[size_t(n) * E + p * El + el] = recv[(size_t(p) * N + n) * El + el];
+  be_.upload(b.scores, scores.data(), scores.size() * sizeof(float));
+}
+
+void MoeLayer::competition_balance_backward_ep(float* dinp, int N) {
+  Bound& b = *b_;
+  const int C = C_, E = opts_.n_experts, H = opts_.expert_hidden, P = ep_.size, El = E / P, PN = P * N;
+  const bool l2 = opts_.score == CompetitionScore::L2;
+  // ∂L/∂scores (N,E) of this rank's tokens → per owner rank p the (N, El) block of its experts.
+  std::vector<float> ds(size_t(N) * E), send(size_t(N) * E), recv(size_t(N) * E);
+  be_.download(ds.data(), b.dscores, ds.size() * sizeof(float));
+  for (int p = 0; p < P; p++)
+    for (int n = 0; n < N; n++)
+      for (int el = 0; el < El; el++)
+        send[(size_t(p) * N + n) * El + el] = ds[size_t(n) * E + p * El + el];
+  ep_.comm->alltoall(send.data(), recv.data(), sizeof(float) * size_t(N) * El);  // (P·N, El): all tokens
+  float* dscores_local = b.local_scores;  // the forward's scores are no longer needed
+  be_.upload(dscores_local, recv.data(), recv.size() * sizeof(float));
+  // Every local expert recomputed over every token of the group (nothing stored), its score
+  // gradient pushed through it; ∂L/∂x of all group tokens summed, each rank keeps its block.
+  be_.zero(b.all_dx, sizeof(float) * size_t(PN) * C);
+  float* d_o = b.recv_o;  // (P·N, C) scratch: the forward outputs it held are consumed
+  for (int el = 0; el < El; el++) {
+    ffn_forward(be_, b.expert(el, C, H), b.cmp_h, b.cmp_a, b.cmp_o, b.all_x, PN, C, H);
+    be_.zero(d_o, sizeof(float) * size_t(PN) * C);
+    be_.moe_expert_score_backward(d_o, dscores_local + el, El, b.cmp_o, PN, C, l2);
+    ffn_backward(be_, b.expert(el, C, H), b.all_dx, d_o, b.cmp_h, b.cmp_a, b.all_x, b.recv_dh, PN, C, H);
+  }
+  float* mine = b.cmp_o;  // (N, C)
+  ep_.comm->reduce_scatter_sum(b.all_dx, mine, size_t(N) * C);
+  be_.accumulate(dinp, mine, size_t(N) * C);
 }
 
 }  // namespace competelm

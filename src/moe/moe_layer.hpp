@@ -11,6 +11,8 @@
 //   shared.fc.weight     (S, H, C)  shared.fc.bias    (S, H)     (only when S > 0)
 //   shared.proj.weight   (S, C, H)  shared.proj.bias  (S, C)
 // Expert e is FFN_e(x) = proj_e(gelu(fc_e(x))), the same shape as the dense MLP.
+// Under expert parallelism (P > 1) the experts.* tensors hold this rank's E/P experts only;
+// add_expert_params registers them separately so the model can keep them in one region.
 // Activations the backward pass needs live in the model's activation table (add_acts).
 #include <cstdint>
 #include <memory>
@@ -19,6 +21,7 @@
 
 #include "backend/backend.hpp"
 #include "core/tensor_table.hpp"
+#include "moe/expert_parallel.hpp"
 #include "moe/moe_options.hpp"
 
 namespace competelm {
@@ -36,12 +39,19 @@ struct MoeLayerStats {
 
 class MoeLayer {
  public:
-  MoeLayer(Backend& backend, const MoeOptions& opts, int C, int max_tokens);
+  MoeLayer(Backend& backend, const MoeOptions& opts, int C, int max_tokens, const ExpertParallel& ep = {});
 
+  // Router and shared experts (replicated on every rank); with_experts also registers all E
+  // routed experts right after the router (the single-copy, checkpoint layout).
   static void add_params(TensorTable& params, const std::string& prefix, const MoeOptions& opts, int C,
-                         bool decay_matrices = true);
+                         bool decay_matrices = true, bool with_experts = true);
+  // The routed experts: experts.{fc,proj}.{weight,bias} with n_local experts on dim 0.
+  static void add_expert_params(TensorTable& params, const std::string& prefix, const MoeOptions& opts, int C,
+                                int n_local, bool decay_matrices = true);
+  // True for the tensors add_expert_params registers (by name).
+  static bool is_expert_param(const std::string& name);
   static void add_acts(TensorTable& acts, const std::string& prefix, const MoeOptions& opts, int C,
-                       int max_tokens);
+                       int max_tokens, int ep_size = 1);
   // Binds to the model's buffers; tensors are looked up by prefix + name.
   void bind(const TensorTable& params, float* param_buf, float* grad_buf, const TensorTable& acts,
             float* act_buf, const std::string& prefix);
@@ -58,9 +68,19 @@ class MoeLayer {
   const MoeOptions& options() const { return opts_; }
 
  private:
+  // The experts over the expert-sorted rows of the current routing (x_rows → o_rows), and
+  // their backward (d_rows: ∂L/∂o in, ∂L/∂x out). Local loop, or dispatch to the owners.
+  void experts_forward();
+  void experts_backward();
+  // Competition scores of every expert for every token under expert parallelism (N,E).
+  void compete_scores_ep(const float* inp, int N);
+  // Affinity-balance backward under expert parallelism: dinp += Σ_e ∂(score_e)/∂x · dscores.
+  void competition_balance_backward_ep(float* dinp, int N);
+
   Backend& be_;
   MoeOptions opts_;
   int C_, max_tokens_;
+  ExpertParallel ep_;
   // Implementation-defined state (bound pointers, last B/T, routing of the last forward).
   struct Bound;
   std::shared_ptr<Bound> b_;

@@ -1,6 +1,7 @@
 #include "train/moe_metrics.hpp"
 
 #include <algorithm>
+#include <iterator>
 
 #include <fmt/format.h>
 
@@ -27,6 +28,22 @@ void MoeStepMetrics::add(const std::vector<MoeLayerStats>& micro_step) {
       L.competed_micro++;
       L.overlap_sum += s.overlap;
     }
+  }
+}
+
+void MoeStepMetrics::reduce(Comm& comm) {
+  if (comm.size() == 1) return;
+  for (Layer& L : layers_) {
+    MoeLayerStats& s = L.sum;
+    double terms[] = {s.router_entropy, s.balance, s.z_loss, s.distill, s.diversity, s.competition_balance,
+                      s.aux_loss, L.overlap_sum};
+    comm.allreduce_sum(terms, std::size(terms));
+    s.router_entropy = terms[0], s.balance = terms[1], s.z_loss = terms[2], s.distill = terms[3];
+    s.diversity = terms[4], s.competition_balance = terms[5], s.aux_loss = terms[6], L.overlap_sum = terms[7];
+    int64_t counts[] = {L.micro, L.competed_micro};
+    comm.allreduce_sum(counts, 2);
+    L.micro = int(counts[0]), L.competed_micro = int(counts[1]);
+    comm.allreduce_sum(s.tokens_per_expert.data(), s.tokens_per_expert.size());
   }
 }
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/json.hpp"
+#include "dist/comm.hpp"
 #include "moe/moe_layer.hpp"
 
 namespace competelm {
@@ -16,6 +17,8 @@ class MoeStepMetrics {
   explicit MoeStepMetrics(int n_layers = 0) { reset(n_layers); }
   void reset(int n_layers);
   void add(const std::vector<MoeLayerStats>& micro_step);  // after each training forward
+  // Multi-rank: sums every rank's counts and terms (collective), so the means cover all ranks.
+  void reduce(Comm& comm);
   bool empty() const { return layers_.empty(); }
 
   double aux_loss() const;  // Σ over layers of the mean aux loss per micro-step

@@ -82,9 +82,9 @@ std::vector<float> download_all(Backend& be, const float* dev, size_t n) {
   return host;
 }
 
-// Copies every tensor of `table` from `loaded` (by prefix + name) into host, then uploads.
-void restore_tensors(const std::map<std::string, LoadedTensor>& loaded, const TensorTable& table,
-                     const std::string& prefix, const std::string& file, Backend& be, float* dev) {
+// The canonical (whole-model) host buffer of `table` from `loaded` (by prefix + name).
+std::vector<float> read_canonical(const std::map<std::string, LoadedTensor>& loaded, const TensorTable& table,
+                                  const std::string& prefix, const std::string& file) {
   std::vector<float> host(table.total_elements(), 0.0f);
   for (const TensorSpec& s : table.specs()) {
     auto it = loaded.find(prefix + s.name);
@@ -95,7 +95,7 @@ void restore_tensors(const std::map<std::string, LoadedTensor>& loaded, const Te
                 shape_str(it->second.shape), shape_str(s.shape));
     std::memcpy(host.data() + s.offset, it->second.data.data(), s.numel * sizeof(float));
   }
-  be.upload(dev, host.data(), host.size() * sizeof(float));
+  return host;
 }
 
 void check_same_model(const Config& ckpt_cfg, const Config& cfg, const std::string& dir) {
@@ -115,29 +115,41 @@ void check_same_model(const Config& ckpt_cfg, const Config& cfg, const std::stri
 
 std::string save_run_checkpoint(const std::string& run_dir, const Config& cfg, GPT2& model,
                                 AdamW& opt, const TrainState& state, Backend& backend,
-                                const CompetitionSchedule* schedule) {
-  const TensorTable& table = model.params();
-  const size_t n = table.total_elements();
-  CheckpointWriter w(run_dir, state.step);
-  {
-    const std::vector<float> params = download_all(backend, model.param_buffer(), n);
-    w.write_tensors(kModelFile, tensors_of(table, params, ""));
+                                const CompetitionSchedule* schedule, DataParallel* dp,
+                                const DistContext* dist) {
+  // Every tensor by its global identity: this rank's parameters and moment shards are gathered
+  // into the whole model's layout (collectives: every rank calls this), rank 0 writes.
+  const size_t n = model.params().total_elements();
+  const std::vector<float> params = model.to_canonical(download_all(backend, model.param_buffer(), n));
+  std::vector<float> m, v;
+  opt.export_moments(m, v);
+  if (dp) {
+    dp->gather(m.data());
+    dp->gather(v.data());
   }
-  {
-    const std::vector<float> m = download_all(backend, opt.m(), n);
-    const std::vector<float> v = download_all(backend, opt.v(), n);
+  m = model.to_canonical(m);
+  v = model.to_canonical(v);
+  std::string dir;
+  if (!dist || dist->info.is_main()) {
+    const TensorTable& table = model.canonical_params();
+    CheckpointWriter w(run_dir, state.step);
+    w.write_tensors(kModelFile, tensors_of(table, params, ""));
     std::vector<NamedTensor> moments = tensors_of(table, m, "m.");
     for (auto& t : tensors_of(table, v, "v.")) moments.push_back(t);
     w.write_tensors(kOptimFile, moments);
+    w.write_text(kStateFile, state_to_text(state, opt.t()));
+    w.write_text(kConfigFile, to_yaml(cfg));
+    if (schedule) w.write_text(kScheduleFile, schedule->serialize());
+    std::string extra = fmt::format("\"loss\": {}, \"tokens_seen\": {}, \"parameters\": {}",
+                                    std::isfinite(state.last_loss) ? fmt::format("{}", state.last_loss) : "null",
+                                    state.tokens_seen, model.num_parameters());
+    if (state.last_val_loss >= 0) extra += fmt::format(", \"val_loss\": {}", state.last_val_loss);
+    if (dist) extra += fmt::format(", \"ranks\": {}, \"expert_parallel\": {}", dist->info.world, dist->ep_size);
+    dir = w.commit(extra);
   }
-  w.write_text(kStateFile, state_to_text(state, opt.t()));
-  w.write_text(kConfigFile, to_yaml(cfg));
-  if (schedule) w.write_text(kScheduleFile, schedule->serialize());
-  std::string extra = fmt::format("\"loss\": {}, \"tokens_seen\": {}, \"parameters\": {}",
-                                  std::isfinite(state.last_loss) ? fmt::format("{}", state.last_loss) : "null",
-                                  state.tokens_seen, model.num_parameters());
-  if (state.last_val_loss >= 0) extra += fmt::format(", \"val_loss\": {}", state.last_val_loss);
-  return w.commit(extra);
+  // The commit (rename by rank 0) is the checkpoint's completion for every rank.
+  if (dist) dir = dist->world->broadcast_string(dir, 0);
+  return dir;
 }
 
 TrainState load_run_checkpoint(const Checkpoint& ck, const Config& cfg, GPT2& model, AdamW& opt,
@@ -146,12 +158,14 @@ TrainState load_run_checkpoint(const Checkpoint& ck, const Config& cfg, GPT2& mo
   const Config ckpt_cfg = parse_config(ck.read_text(kConfigFile), dir + "/" + kConfigFile);
   check_same_model(ckpt_cfg, cfg, dir);
 
-  const TensorTable& table = model.params();
-  restore_tensors(ck.read_tensors(kModelFile), table, "", dir + "/" + kModelFile, backend,
-                  model.param_buffer());
+  // Whole-model tensors in; this rank takes its experts and its moment shards.
+  const TensorTable& table = model.canonical_params();
+  const std::vector<float> params =
+      model.from_canonical(read_canonical(ck.read_tensors(kModelFile), table, "", dir + "/" + kModelFile));
+  backend.upload(model.param_buffer(), params.data(), params.size() * sizeof(float));
   const auto moments = ck.read_tensors(kOptimFile);
-  restore_tensors(moments, table, "m.", dir + "/" + kOptimFile, backend, opt.m());
-  restore_tensors(moments, table, "v.", dir + "/" + kOptimFile, backend, opt.v());
+  opt.import_moments(model.from_canonical(read_canonical(moments, table, "m.", dir + "/" + kOptimFile)),
+                     model.from_canonical(read_canonical(moments, table, "v.", dir + "/" + kOptimFile)));
 
   const std::string sfile = dir + "/" + kStateFile;
   const auto kv = parse_kv(ck.read_text(kStateFile), sfile);

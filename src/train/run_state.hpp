@@ -8,6 +8,7 @@
 #include "backend/backend.hpp"
 #include "config/config.hpp"
 #include "data/loader.hpp"
+#include "dist/data_parallel.hpp"
 #include "checkpoint/checkpoint.hpp"
 #include "model/gpt2.hpp"
 #include "moe/competition_schedule.hpp"
@@ -27,11 +28,15 @@ struct TrainState {
 
 // Writes run_dir/checkpoints/step_<step>/ atomically; returns its path. The competition
 // schedule (CompeteSMoE runs) is saved with it so that a resumed run uses the same table.
+// Tensors are stored by global identity (whole experts, unsharded moments), so any rank count
+// and expert-parallel size can resume. Multi-rank (dist, dp given): collective — every rank
+// calls it, their shards are gathered and rank 0 writes; its commit completes the checkpoint.
 std::string save_run_checkpoint(const std::string& run_dir, const Config& cfg, GPT2& model,
                                 AdamW& opt, const TrainState& state, Backend& backend,
-                                const CompetitionSchedule* schedule = nullptr);
+                                const CompetitionSchedule* schedule = nullptr, DataParallel* dp = nullptr,
+                                const DistContext* dist = nullptr);
 
-// Restores model, optimizer and state from an opened (so verified: Checkpoint's constructor
+// Restores model, optimizer and state (this rank's experts and moment shards) from an opened (so verified: Checkpoint's constructor
 // checks every file's size and checksum) checkpoint. The model shape in the checkpoint must
 // match cfg's: a mismatch is refused naming the key that differs.
 // schedule (if not null) is replaced by the checkpoint's; a checkpoint without one is refused.

@@ -15,6 +15,8 @@
 #include "core/error.hpp"
 #include "core/json.hpp"
 #include "data/loader.hpp"
+#include "dist/data_parallel.hpp"
+#include "dist/dist_context.hpp"
 #include "model/from_config.hpp"
 #include "model/gpt2.hpp"
 #include "moe/competition_schedule.hpp"
@@ -33,20 +35,6 @@ namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-// Gradient accumulation: how many micro-steps make one optimizer step of batch_tokens.
-int accumulation_steps(const Config& cfg, const DistInfo& dist) {
-  const int64_t per_micro = int64_t(dist.world) * cfg.train.micro_batch * cfg.model.seq_len;
-  if (cfg.train.batch_tokens == 0) return 1;
-  if (cfg.train.batch_tokens % per_micro != 0) {
-    const int64_t lo = std::max<int64_t>(1, cfg.train.batch_tokens / per_micro) * per_micro;
-    fail_hint(fmt::format("use a multiple of {}, e.g. {} or {}", per_micro, lo, lo + per_micro),
-              "train.batch_tokens = {} is not a multiple of world ({}) × train.micro_batch ({}) × "
-              "model.seq_len ({}) = {} tokens per micro-step",
-              cfg.train.batch_tokens, dist.world, cfg.train.micro_batch, cfg.model.seq_len, per_micro);
-  }
-  return static_cast<int>(cfg.train.batch_tokens / per_micro);
-}
 
 std::string fmt_duration(double seconds) {
   if (!std::isfinite(seconds) || seconds < 0) return "?";
@@ -80,25 +68,49 @@ void truncate_metrics_after(const std::string& path, int64_t step) {
 
 }  // namespace
 
-int train(const Config& cfg, const TrainerOptions& opts, const DistInfo& dist) {
+// Gradient accumulation: how many micro-steps make one optimizer step of batch_tokens.
+int accumulation_steps(const Config& cfg, int world) {
+  const int64_t per_micro = int64_t(world) * cfg.train.micro_batch * cfg.model.seq_len;
+  if (cfg.train.batch_tokens == 0) return 1;
+  if (cfg.train.batch_tokens % per_micro != 0) {
+    const int64_t lo = std::max<int64_t>(1, cfg.train.batch_tokens / per_micro) * per_micro;
+    fail_hint(fmt::format("use a multiple of {}, e.g. {} or {}", per_micro, lo, lo + per_micro),
+              "train.batch_tokens = {} is not a multiple of world ({}) × train.micro_batch ({}) × "
+              "model.seq_len ({}) = {} tokens per micro-step",
+              cfg.train.batch_tokens, world, cfg.train.micro_batch, cfg.model.seq_len, per_micro);
+  }
+  return static_cast<int>(cfg.train.batch_tokens / per_micro);
+}
+
+int train(const Config& cfg, const TrainerOptions& opts, std::shared_ptr<Comm> world, int local_rank) {
+  // ---- ranks -----------------------------------------------------------------------------------
+  const DistContext ctx = make_dist_context(world ? world : make_self_comm(), local_rank, cfg.dist.expert_parallel);
+  const DistInfo& dist = ctx.info;
+  Comm& comm = *ctx.world;
+
   // ---- run directory, logging ----------------------------------------------------------------
-  fs::create_directories(cfg.run.dir);
+  if (dist.is_main()) fs::create_directories(cfg.run.dir);
+  comm.barrier();  // the directory exists before any rank opens files in it
   auto log = make_run_logger(cfg.run.dir, cfg.log.level, opts.quiet, dist.is_main());
   if (dist.is_main()) {
     std::ofstream(cfg.run.dir + "/config.yaml") << to_yaml(cfg);
   }
   const int B = cfg.train.micro_batch, T = cfg.model.seq_len;
-  const int accum = accumulation_steps(cfg, dist);
+  const int accum = accumulation_steps(cfg, dist.world);
   const int64_t tokens_per_step = int64_t(accum) * dist.world * B * T;
 
   // ---- backend, model, optimizer -----------------------------------------------------------------
   std::unique_ptr<Backend> backend = make_backend(cfg.run.device, cfg.run.threads);
+  if (dist.world > 1 && backend->name() != "cpu")
+    fail("{} ranks on the {} backend: multi-rank training needs host-memory collectives (CPU backend) "
+         "until the GPU backend brings NCCL", dist.world, backend->name());
   if (cfg.run.device == "auto") {
     const CudaProbe cuda = probe_cuda();
     log->info("run.device auto → {} (cuda: not built{})", backend->name(),
               cuda.devices > 0 ? fmt::format("; {} GPU(s) visible: {}", cuda.devices, cuda.detail) : "");
   }
-  const ModelMoe moe = model_moe(cfg);
+  ModelMoe moe = model_moe(cfg);
+  moe.ep = ExpertParallel{ctx.ep.get(), ctx.ep_rank, ctx.ep_size};
   GPT2 model(*backend, model_shape(cfg), model_init(cfg), B, T, moe);
   const int n_moe = model.num_moe_layers();
   // CompeteSMoE: the (layer, step) pairs that compete, drawn once from the seed (spec §5).
@@ -106,8 +118,10 @@ int train(const Config& cfg, const TrainerOptions& opts, const DistInfo& dist) {
   CompetitionSchedule competition;
   if (competesmoe) competition = CompetitionSchedule::build(schedule_options(cfg));
   model.init_weights(cfg.run.seed);
+  // Data parallel over every rank, optimizer state sharded (ZeRO-1): this rank updates owned().
+  DataParallel dp(ctx, model.expert_region_begin(), model.params().total_elements());
   AdamW opt(*backend, model.params(),
-            AdamWOptions{cfg.optim.beta1, cfg.optim.beta2, cfg.optim.eps, cfg.optim.weight_decay});
+            AdamWOptions{cfg.optim.beta1, cfg.optim.beta2, cfg.optim.eps, cfg.optim.weight_decay}, dp.owned());
   LrSchedule lr_schedule{cfg.optim.schedule, cfg.optim.lr,         cfg.optim.min_lr_frac,
                       cfg.optim.warmup_steps, cfg.train.steps, cfg.optim.wsd_decay_frac};
 
@@ -130,8 +144,11 @@ int train(const Config& cfg, const TrainerOptions& opts, const DistInfo& dist) {
     vo.shuffle = false;
     val_loader.emplace(vo);
   }
+  // Sampling runs a forward, which under expert parallelism is collective: every rank samples
+  // (same seed, same tokens), rank 0 prints.
+  const bool samples_here = dist.is_main() || ctx.ep_size > 1;
   std::optional<Gpt2Tokenizer> tokenizer;
-  if (cfg.eval.sample_every > 0 && dist.is_main()) {
+  if (cfg.eval.sample_every > 0 && samples_here) {
     const std::string dir = cfg.eval.tokenizer_dir;
     try {
       tokenizer.emplace(Gpt2Tokenizer::load(dir + "/encoder.json", dir + "/vocab.bpe"));
@@ -143,9 +160,12 @@ int train(const Config& cfg, const TrainerOptions& opts, const DistInfo& dist) {
   // ---- resume -------------------------------------------------------------------------------------
   TrainState state;
   std::optional<Checkpoint> resume_from;
-  if (!opts.resume_from.empty()) resume_from.emplace(opts.resume_from);
-  else if (opts.resume || cfg.checkpoint.resume == "auto")
-    resume_from = find_resume_checkpoint(cfg.run.dir, cfg.checkpoint.fallback);
+  // Rank 0 picks the checkpoint (verifying it); the others open the same one.
+  std::string resume_dir = opts.resume_from;
+  if (resume_dir.empty() && (opts.resume || cfg.checkpoint.resume == "auto") && dist.is_main())
+    if (auto found = find_resume_checkpoint(cfg.run.dir, cfg.checkpoint.fallback)) resume_dir = found->dir();
+  resume_dir = comm.broadcast_string(resume_dir, 0);
+  if (!resume_dir.empty()) resume_from.emplace(resume_dir);
   if (resume_from) {
     state = load_run_checkpoint(*resume_from, cfg, model, opt, *backend, competesmoe ? &competition : nullptr);
     train_loader.restore(state.train_loader);
@@ -189,10 +209,11 @@ int train(const Config& cfg, const TrainerOptions& opts, const DistInfo& dist) {
   int64_t last_saved = resume_from ? state.step : -1;
 
   auto save = [&](const char* why) {
+    // The loader state is the global data position: every rank's is the same.
     state.train_loader = train_loader.state();
-    const std::string dir =
-        save_run_checkpoint(cfg.run.dir, cfg, model, opt, state, *backend, competesmoe ? &competition : nullptr);
-    prune_checkpoints(cfg.run.dir, cfg.checkpoint.keep);
+    const std::string dir = save_run_checkpoint(cfg.run.dir, cfg, model, opt, state, *backend,
+                                                competesmoe ? &competition : nullptr, &dp, &ctx);
+    if (dist.is_main()) prune_checkpoints(cfg.run.dir, cfg.checkpoint.keep);
     last_saved = state.step;
     log->info("checkpoint ({}): {}", why, dir);
   };
@@ -205,7 +226,7 @@ int train(const Config& cfg, const TrainerOptions& opts, const DistInfo& dist) {
       model.forward(inputs.data(), targets.data(), B, T);
       sum += model.last_lm_loss();  // validation reports the language-model loss alone
     }
-    return sum / cfg.eval.val_batches;
+    return dp.sum_over_ranks(sum) / (double(cfg.eval.val_batches) * dist.world);
   };
 
   while (state.step < cfg.train.steps) {
@@ -227,9 +248,15 @@ int train(const Config& cfg, const TrainerOptions& opts, const DistInfo& dist) {
       if (n_moe > 0) moe_metrics.add(model.moe_stats());
       model.backward(inv_accum);  // grads of the mean loss over the whole step
     }
-    const double loss = loss_sum / accum;  // LM loss + MoE aux losses: what is optimised
-    const double lm_loss = lm_sum / accum;
-    const double grad_norm = global_grad_norm(*backend, model.params(), model.grad_buffer());
+    // Gradients of the global mean loss on this rank's shards; norms and losses over all ranks
+    // (so that every rank takes the same NaN / clipping decisions).
+    dp.reduce_gradients(model.grad_buffer());
+    double sums[] = {loss_sum, lm_sum, opt.owned_sum_squares(model.grad_buffer())};
+    comm.allreduce_sum(sums, 3);
+    const double loss = sums[0] / (double(accum) * dist.world);  // LM loss + MoE aux losses: what is optimised
+    const double lm_loss = sums[1] / (double(accum) * dist.world);
+    const double grad_norm = std::sqrt(sums[2]);
+    if (n_moe > 0) moe_metrics.reduce(comm);
 
     // ---- NaN / Inf guard: never let a bad step reach the weights or a checkpoint ------------------
     if (!std::isfinite(loss) || !std::isfinite(grad_norm)) {
@@ -251,6 +278,7 @@ int train(const Config& cfg, const TrainerOptions& opts, const DistInfo& dist) {
     const float clip = cfg.optim.grad_clip;
     const float grad_scale = (clip > 0.0f && grad_norm > clip) ? float(clip / grad_norm) : 1.0f;
     opt.step(model.param_buffer(), model.grad_buffer(), lr, grad_scale);
+    dp.gather(model.param_buffer());  // every rank gets the shards the others updated
     backend->synchronize();
     const double step_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 
@@ -313,12 +341,13 @@ int train(const Config& cfg, const TrainerOptions& opts, const DistInfo& dist) {
       std::vector<uint32_t> prompt = tokenizer->encode(cfg.eval.prompt);
       if (prompt.empty()) prompt.push_back(tokenizer->eot());
       const auto out = sample_tokens(model, T, prompt, so);
-      log->info("sample @ step {}: {}{}", state.step, cfg.eval.prompt, tokenizer->decode(out));
+      if (dist.is_main()) log->info("sample @ step {}: {}{}", state.step, cfg.eval.prompt, tokenizer->decode(out));
     }
 
     // ---- checkpoints and signals ----------------------------------------------------------------------
     if (cfg.checkpoint.every > 0 && state.step % cfg.checkpoint.every == 0) save("periodic");
-    if (stop_requested()) {
+    // A signal may reach some ranks only (or at different steps): they agree before acting.
+    if (comm.allreduce_max(stop_requested() ? 1 : 0)) {
       log->warn("signal {} received: checkpointing at step {} and exiting", stop_signal(), state.step);
       if (last_saved != state.step) save("signal");
       return 0;

@@ -4,7 +4,7 @@
 #include <string>
 
 #include "config/config.hpp"
-#include "train/dist.hpp"
+#include "dist/comm.hpp"
 
 namespace competelm {
 
@@ -17,6 +17,14 @@ struct TrainerOptions {
 // Runs the whole training job described by cfg. Returns the process exit code:
 // 0 done (or stopped by SIGTERM/SIGINT after checkpointing), 3 stopped on a NaN/Inf.
 // Errors in the setup (config, data, checkpoints) throw competelm::Error.
-int train(const Config& cfg, const TrainerOptions& opts, const DistInfo& dist = {});
+// Micro-steps per optimizer step: train.batch_tokens / (world × micro_batch × seq_len).
+// Throws Error (with the nearest valid values) when it does not divide.
+int accumulation_steps(const Config& cfg, int world);
+
+// Multi-rank (mpirun): every rank calls it with the world communicator (MpiSession::world())
+// and its node-local rank; the expert-parallel split comes from cfg.dist. world null = one
+// process.
+int train(const Config& cfg, const TrainerOptions& opts, std::shared_ptr<Comm> world = nullptr,
+          int local_rank = 0);
 
 }  // namespace competelm

@@ -81,9 +81,10 @@ TEST_CASE("config: every struct field has exactly one schema key", "[config]") {
       {"checkpoint", &cfg.checkpoint, sizeof cfg.checkpoint, count_fields<CheckpointSection>()},
       {"log", &cfg.log, sizeof cfg.log, count_fields<LogSection>()},
       {"eval", &cfg.eval, sizeof cfg.eval, count_fields<EvalSection>()},
+      {"dist", &cfg.dist, sizeof cfg.dist, count_fields<DistSection>()},
   };
-  // The section list matches the struct (Config = 9 sections + source).
-  STATIC_REQUIRE(count_fields<Config>() == 10);
+  // The section list matches the struct (Config = 10 sections + source).
+  STATIC_REQUIRE(count_fields<Config>() == 11);
   REQUIRE(schema::sections().size() == sections.size());
   std::size_t total = 0;
   std::set<const void*> seen;
@@ -107,7 +108,7 @@ TEST_CASE("config: every struct field has exactly one schema key", "[config]") {
     total += n;
   }
   CHECK(total == schema::keys().size());
-  CHECK(schema::keys().size() == 62);
+  CHECK(schema::keys().size() == 63);
 }
 
 TEST_CASE("config: defaults come from the struct and pass their own validation", "[config]") {

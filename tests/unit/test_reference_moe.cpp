@@ -449,7 +449,7 @@ void check_model(const ModelCase& c) {
   const ModelShape shape{c.L, c.C, c.NH, c.maxT, c.V};
   const MoeOptions opts = make_options(c.moe, c.coefs);
   const int V = c.V, Vp = shape.padded_vocab();
-  GPT2 model(*be, shape, ModelInit{}, c.B, c.T, competelm::ModelMoe{is_moe, opts});
+  GPT2 model(*be, shape, ModelInit{}, c.B, c.T, competelm::ModelMoe{is_moe, opts, {}});
   REQUIRE(model.moe_block_index() == moe_layers);
   const auto& specs = model.params().specs();
 

@@ -1,0 +1,49 @@
+#pragma once
+// A communicator between the ranks of a job: the few collectives the trainer and the MoE
+// layer need. One interface with two implementations: SelfComm (a single process, no MPI:
+// collectives are copies) and MpiComm (MPI, src/dist/mpi_comm.cpp). Buffers are host memory
+// (the CPU backend's memory is host memory; a GPU backend brings NCCL with its own comm).
+// Every call is collective: all ranks of the communicator make it, in the same order.
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace competelm {
+
+class Comm {
+ public:
+  virtual ~Comm() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+
+  // In place: data[i] = Σ over ranks of data[i].
+  virtual void allreduce_sum(double* data, size_t n) = 0;
+  virtual void allreduce_sum(int64_t* data, size_t n) = 0;
+  virtual int allreduce_max(int value) = 0;
+  // recv (n) on rank r = Σ over ranks of send[r·n, (r+1)·n) (send holds size()·n floats).
+  virtual void reduce_scatter_sum(const float* send, float* recv, size_t n) = 0;
+  // recv (size()·bytes) = every rank's `bytes` bytes, in rank order.
+  virtual void allgather(const void* send, void* recv, size_t bytes) = 0;
+  // Block r of send (bytes each) goes to rank r; block s of recv comes from rank s.
+  virtual void alltoall(const void* send, void* recv, size_t bytes) = 0;
+  // Variable blocks: send_bytes[r] bytes (contiguous, in rank order) go to rank r; recv_bytes[s]
+  // bytes arrive from rank s, stored contiguously in rank order.
+  virtual void alltoallv(const void* send, const std::vector<int64_t>& send_bytes, void* recv,
+                         const std::vector<int64_t>& recv_bytes) = 0;
+  virtual void broadcast(void* data, size_t bytes, int root) = 0;
+  virtual void barrier() = 0;
+  // Sub-communicator of the ranks passing the same color, ordered by key.
+  virtual std::unique_ptr<Comm> split(int color, int key) = 0;
+  // Ends the whole job (every rank) with this exit code. Never returns.
+  [[noreturn]] virtual void abort(int code) = 0;
+
+  // Convenience: a string from root to every rank.
+  std::string broadcast_string(const std::string& s, int root);
+};
+
+// The single-process communicator (rank 0 of 1).
+std::unique_ptr<Comm> make_self_comm();
+
+}  // namespace competelm

@@ -1,0 +1,67 @@
+#include "dist/data_parallel.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+namespace competelm {
+
+DataParallel::DataParallel(const DistContext& dist, size_t expert_begin, size_t total) : dist_(dist) {
+  auto add = [&](size_t begin, size_t end, Comm* comm) {
+    if (end <= begin) return;
+    Region r;
+    r.begin = begin, r.end = end, r.comm = comm, r.n = comm->size(), r.index = comm->rank();
+    r.shard = (end - begin + r.n - 1) / r.n;
+    regions_.push_back(r);
+    const ParamRange o = owned_range(r);
+    if (o.size() > 0) owned_.push_back(o);
+  };
+  add(0, expert_begin, dist.world.get());
+  add(expert_begin, total, dist.edp.get());
+}
+
+ParamRange DataParallel::owned_range(const Region& r) const {
+  const size_t lo = std::min(r.end, r.begin + size_t(r.index) * r.shard);
+  return {lo, std::min(r.end, lo + r.shard)};
+}
+
+void DataParallel::reduce_gradients(float* grads) {
+  bytes_sent_ = 0;
+  const int W = dist_.info.world;
+  if (W == 1) return;
+  const float inv_world = 1.0f / float(W);
+  for (const Region& r : regions_) {
+    const ParamRange o = owned_range(r);
+    if (r.n > 1) {
+      send_.assign(r.shard * r.n, 0.0f);  // zero padding past the region's end
+      std::memcpy(send_.data(), grads + r.begin, (r.end - r.begin) * sizeof(float));
+      recv_.resize(r.shard);
+      r.comm->reduce_scatter_sum(send_.data(), recv_.data(), r.shard);
+      std::memcpy(grads + o.begin, recv_.data(), o.size() * sizeof(float));
+      bytes_sent_ += r.shard * (r.n - 1) * sizeof(float);
+    }
+    // Every rank's loss is a mean over its own tokens: the global mean divides the sum by W
+    // (expert gradients already hold the whole expert-parallel group's contributions).
+    for (size_t i = o.begin; i < o.end; ++i) grads[i] *= inv_world;
+  }
+}
+
+void DataParallel::gather(float* buf) {
+  if (dist_.info.world == 1) return;
+  for (const Region& r : regions_) {
+    if (r.n == 1) continue;
+    const ParamRange o = owned_range(r);
+    send_.assign(r.shard, 0.0f);
+    std::memcpy(send_.data(), buf + o.begin, o.size() * sizeof(float));
+    recv_.resize(r.shard * r.n);
+    r.comm->allgather(send_.data(), recv_.data(), r.shard * sizeof(float));
+    std::memcpy(buf + r.begin, recv_.data(), (r.end - r.begin) * sizeof(float));
+    bytes_sent_ += r.shard * (r.n - 1) * sizeof(float);
+  }
+}
+
+double DataParallel::sum_over_ranks(double x) const {
+  dist_.world->allreduce_sum(&x, 1);
+  return x;
+}
+
+}  // namespace competelm

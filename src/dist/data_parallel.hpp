@@ -1,0 +1,57 @@
+#pragma once
+// Data parallelism with sharded optimizer state (ZeRO stage 1) over a model's flat parameter
+// buffer, which has two regions (see GPT2::params()):
+//   replicated [0, expert_begin):     every rank holds it; reduced over all W ranks
+//   experts    [expert_begin, total): this rank's experts; reduced over the W/P ranks that
+//                                     hold the same experts (DistContext::edp)
+// Each region is cut into equal shards, one per rank of its communicator. A step:
+//   reduce_gradients: reduce-scatter → this rank's shards hold the gradient of the mean loss
+//                     over every rank's tokens (others stale);
+//   the optimizer updates the owned shards only (its moments exist only for them);
+//   gather:           all-gather → every rank holds all current parameters.
+// Single process: one shard covering everything; every call is a no-op.
+#include <cstddef>
+#include <vector>
+
+#include "dist/dist_context.hpp"
+
+namespace competelm {
+
+struct ParamRange {
+  size_t begin = 0, end = 0;  // elements [begin, end) of the flat buffer
+  size_t size() const { return end - begin; }
+};
+
+class DataParallel {
+ public:
+  DataParallel(const DistContext& dist, size_t expert_begin, size_t total);
+
+  // The ranges of the flat buffer this rank updates (non-empty ones, in order).
+  const std::vector<ParamRange>& owned() const { return owned_; }
+
+  // grads: host memory, the whole local layout, holding ∂(this rank's mean loss)/∂θ.
+  // Afterwards the owned ranges hold (1/W)·Σ_ranks of it = ∂(global mean loss)/∂θ.
+  void reduce_gradients(float* grads);
+  // buf: host memory whose owned ranges are current; afterwards all of it is.
+  void gather(float* buf);
+  // Σ over ranks (the world).
+  double sum_over_ranks(double x) const;
+  // Bytes this rank sent in the collectives of the last reduce_gradients + gather.
+  size_t bytes_sent_per_step() const { return bytes_sent_; }
+
+ private:
+  struct Region {
+    size_t begin = 0, end = 0;  // of the flat buffer
+    size_t shard = 0;           // elements per rank (padded: shard·n ≥ end - begin)
+    Comm* comm = nullptr;
+    int n = 1, index = 0;       // communicator size, this rank's position
+  };
+  ParamRange owned_range(const Region& r) const;
+  const DistContext& dist_;
+  std::vector<Region> regions_;
+  std::vector<ParamRange> owned_;
+  std::vector<float> send_, recv_;  // staging, reused
+  size_t bytes_sent_ = 0;
+};
+
+}  // namespace competelm
