@@ -41,6 +41,14 @@ class Comm {
 
   // Convenience: a string from root to every rank.
   std::string broadcast_string(const std::string& s, int root);
+
+  // Payload bytes this rank has handed to the collectives for other ranks so far (ring
+  // algorithms' traffic: allgather (n-1)·b, reduce-scatter (n-1)·shard, allreduce 2(n-1)/n·b,
+  // all-to-all what goes to the others): the benchmark's "bytes sent per rank".
+  uint64_t bytes_sent() const { return bytes_sent_; }
+
+ protected:
+  uint64_t bytes_sent_ = 0;
 };
 
 // The single-process communicator (rank 0 of 1).

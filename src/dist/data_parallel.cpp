@@ -25,7 +25,6 @@ ParamRange DataParallel::owned_range(const Region& r) const {
 }
 
 void DataParallel::reduce_gradients(float* grads) {
-  bytes_sent_ = 0;
   const int W = dist_.info.world;
   if (W == 1) return;
   const float inv_world = 1.0f / float(W);
@@ -37,7 +36,6 @@ void DataParallel::reduce_gradients(float* grads) {
       recv_.resize(r.shard);
       r.comm->reduce_scatter_sum(send_.data(), recv_.data(), r.shard);
       std::memcpy(grads + o.begin, recv_.data(), o.size() * sizeof(float));
-      bytes_sent_ += r.shard * (r.n - 1) * sizeof(float);
     }
     // Every rank's loss is a mean over its own tokens: the global mean divides the sum by W
     // (expert gradients already hold the whole expert-parallel group's contributions).
@@ -55,7 +53,6 @@ void DataParallel::gather(float* buf) {
     recv_.resize(r.shard * r.n);
     r.comm->allgather(send_.data(), recv_.data(), r.shard * sizeof(float));
     std::memcpy(buf + r.begin, recv_.data(), (r.end - r.begin) * sizeof(float));
-    bytes_sent_ += r.shard * (r.n - 1) * sizeof(float);
   }
 }
 

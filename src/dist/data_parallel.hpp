@@ -36,8 +36,6 @@ class DataParallel {
   void gather(float* buf);
   // Σ over ranks (the world).
   double sum_over_ranks(double x) const;
-  // Bytes this rank sent in the collectives of the last reduce_gradients + gather.
-  size_t bytes_sent_per_step() const { return bytes_sent_; }
 
  private:
   struct Region {
@@ -51,7 +49,6 @@ class DataParallel {
   std::vector<Region> regions_;
   std::vector<ParamRange> owned_;
   std::vector<float> send_, recv_;  // staging, reused
-  size_t bytes_sent_ = 0;
 };
 
 }  // namespace competelm

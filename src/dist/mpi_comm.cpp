@@ -35,25 +35,31 @@ class MpiComm final : public Comm {
   int size() const override { return size_; }
 
   void allreduce_sum(double* data, size_t n) override {
+    count_allreduce(n * sizeof(double));
     MPI_Allreduce(MPI_IN_PLACE, data, checked_int(int64_t(n), "allreduce"), MPI_DOUBLE, MPI_SUM, comm_);
   }
   void allreduce_sum(int64_t* data, size_t n) override {
+    count_allreduce(n * sizeof(int64_t));
     MPI_Allreduce(MPI_IN_PLACE, data, checked_int(int64_t(n), "allreduce"), MPI_INT64_T, MPI_SUM, comm_);
   }
   int allreduce_max(int value) override {
     int out = 0;
+    count_allreduce(sizeof(int));
     MPI_Allreduce(&value, &out, 1, MPI_INT, MPI_MAX, comm_);
     return out;
   }
   void reduce_scatter_sum(const float* send, float* recv, size_t n) override {
+    bytes_sent_ += uint64_t(size_ - 1) * n * sizeof(float);
     MPI_Reduce_scatter_block(send, recv, checked_int(int64_t(n), "reduce_scatter"), MPI_FLOAT, MPI_SUM, comm_);
   }
   void allgather(const void* send, void* recv, size_t bytes) override {
     const int b = checked_int(int64_t(bytes), "allgather");
+    bytes_sent_ += uint64_t(size_ - 1) * bytes;
     MPI_Allgather(send, b, MPI_BYTE, recv, b, MPI_BYTE, comm_);
   }
   void alltoall(const void* send, void* recv, size_t bytes) override {
     const int b = checked_int(int64_t(bytes), "alltoall");
+    bytes_sent_ += uint64_t(size_ - 1) * bytes;
     MPI_Alltoall(send, b, MPI_BYTE, recv, b, MPI_BYTE, comm_);
   }
   void alltoallv(const void* send, const std::vector<int64_t>& send_bytes, void* recv,
@@ -64,10 +70,12 @@ class MpiComm final : public Comm {
       sc[r] = checked_int(send_bytes[r], "alltoallv"), sd[r] = checked_int(so, "alltoallv offset");
       rc[r] = checked_int(recv_bytes[r], "alltoallv"), rd[r] = checked_int(ro, "alltoallv offset");
       so += send_bytes[r], ro += recv_bytes[r];
+      if (r != rank_) bytes_sent_ += uint64_t(send_bytes[r]);
     }
     MPI_Alltoallv(send, sc.data(), sd.data(), MPI_BYTE, recv, rc.data(), rd.data(), MPI_BYTE, comm_);
   }
   void broadcast(void* data, size_t bytes, int root) override {
+    if (rank_ == root) bytes_sent_ += bytes;
     MPI_Bcast(data, checked_int(int64_t(bytes), "broadcast"), MPI_BYTE, root, comm_);
   }
   void barrier() override { MPI_Barrier(comm_); }
@@ -82,6 +90,8 @@ class MpiComm final : public Comm {
   }
 
  private:
+  void count_allreduce(size_t bytes) { bytes_sent_ += 2 * uint64_t(size_ - 1) * bytes / uint64_t(size_); }
+
   MPI_Comm comm_;
   bool owned_;
   int rank_ = 0, size_ = 1;

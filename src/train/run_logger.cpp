@@ -6,10 +6,12 @@
 namespace competelm {
 
 std::shared_ptr<spdlog::logger> make_run_logger(const std::string& run_dir, const std::string& level,
-                                                bool quiet, bool is_main_rank) {
+                                                bool quiet, int rank) {
+  const bool is_main_rank = rank == 0;
   std::vector<spdlog::sink_ptr> sinks;
   auto console = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
-  console->set_pattern("%^[%H:%M:%S %L]%$ %v");
+  // Other ranks' warnings say whose they are.
+  console->set_pattern(is_main_rank ? "%^[%H:%M:%S %L]%$ %v" : "%^[%H:%M:%S %L rank " + std::to_string(rank) + "]%$ %v");
   // Only rank 0 talks on the console unless something goes wrong.
   console->set_level(quiet || !is_main_rank ? spdlog::level::warn : spdlog::level::trace);
   sinks.push_back(console);

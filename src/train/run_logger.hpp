@@ -9,6 +9,6 @@
 namespace competelm {
 
 std::shared_ptr<spdlog::logger> make_run_logger(const std::string& run_dir, const std::string& level,
-                                                bool quiet, bool is_main_rank);
+                                                bool quiet, int rank);
 
 }  // namespace competelm

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -35,6 +37,18 @@ namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 namespace {
+
+// Test hook for the multi-rank failure tests: COMPETELM_TEST_FAIL=RANK:STEP makes that rank
+// throw at the start of that (0-based) step, as a rank whose data or disk fails would.
+std::optional<int64_t> test_failure_step(int rank) {
+  const char* spec = std::getenv("COMPETELM_TEST_FAIL");
+  if (!spec) return std::nullopt;
+  int r = -1;
+  long long step = -1;
+  if (std::sscanf(spec, "%d:%lld", &r, &step) != 2) fail("COMPETELM_TEST_FAIL='{}': expected RANK:STEP", spec);
+  if (r != rank) return std::nullopt;
+  return step;
+}
 
 std::string fmt_duration(double seconds) {
   if (!std::isfinite(seconds) || seconds < 0) return "?";
@@ -91,7 +105,7 @@ int train(const Config& cfg, const TrainerOptions& opts, std::shared_ptr<Comm> w
   // ---- run directory, logging ----------------------------------------------------------------
   if (dist.is_main()) fs::create_directories(cfg.run.dir);
   comm.barrier();  // the directory exists before any rank opens files in it
-  auto log = make_run_logger(cfg.run.dir, cfg.log.level, opts.quiet, dist.is_main());
+  auto log = make_run_logger(cfg.run.dir, cfg.log.level, opts.quiet, dist.rank);
   if (dist.is_main()) {
     std::ofstream(cfg.run.dir + "/config.yaml") << to_yaml(cfg);
   }
@@ -229,9 +243,18 @@ int train(const Config& cfg, const TrainerOptions& opts, std::shared_ptr<Comm> w
     return dp.sum_over_ranks(sum) / (double(cfg.eval.val_batches) * dist.world);
   };
 
+  // Bytes each rank sends per step: data parallel (gradients, parameters, scalars) and expert
+  // parallel (token rows). With one rank every communicator is the same local one.
+  auto dp_bytes = [&] { return ctx.world->bytes_sent() + (ctx.edp != ctx.world ? ctx.edp->bytes_sent() : 0); };
+  auto ep_bytes = [&] { return ctx.ep != ctx.world ? ctx.ep->bytes_sent() : 0; };
+  const std::optional<int64_t> fail_at = test_failure_step(dist.rank);
+
   while (state.step < cfg.train.steps) {
     const auto t0 = Clock::now();
     const int64_t step = state.step;  // 0-based index of this optimizer step
+    const uint64_t dp0 = dp_bytes(), ep0 = ep_bytes();
+    if (fail_at && step == *fail_at)
+      fail("injected failure at step {} on rank {} (COMPETELM_TEST_FAIL)", step, dist.rank);
     const float lr = lr_schedule.at(static_cast<int>(step));
 
     // ---- forward + backward over the micro-steps ---------------------------------------------
@@ -280,6 +303,7 @@ int train(const Config& cfg, const TrainerOptions& opts, std::shared_ptr<Comm> w
     opt.step(model.param_buffer(), model.grad_buffer(), lr, grad_scale);
     dp.gather(model.param_buffer());  // every rank gets the shards the others updated
     backend->synchronize();
+    const uint64_t step_dp_bytes = dp_bytes() - dp0, step_ep_bytes = ep_bytes() - ep0;
     const double step_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 
     state.step++;
@@ -324,6 +348,10 @@ int train(const Config& cfg, const TrainerOptions& opts, std::shared_ptr<Comm> w
         rec.add("mfu", mfu);
         rec.add("tokens_seen", static_cast<int64_t>(state.tokens_seen));
         if (val_loss) rec.add("val_loss", *val_loss);
+        if (dist.world > 1) {
+          rec.add("comm_bytes_dp", static_cast<int64_t>(step_dp_bytes));
+          rec.add("comm_bytes_ep", static_cast<int64_t>(step_ep_bytes));
+        }
         if (n_moe > 0) {
           rec.add("lm_loss", lm_loss);
           rec.add("aux_loss", moe_metrics.aux_loss());
@@ -348,7 +376,7 @@ int train(const Config& cfg, const TrainerOptions& opts, std::shared_ptr<Comm> w
     if (cfg.checkpoint.every > 0 && state.step % cfg.checkpoint.every == 0) save("periodic");
     // A signal may reach some ranks only (or at different steps): they agree before acting.
     if (comm.allreduce_max(stop_requested() ? 1 : 0)) {
-      log->warn("signal {} received: checkpointing at step {} and exiting", stop_signal(), state.step);
+      log->warn("stop signal received: checkpointing at step {} and exiting", state.step);
       if (last_saved != state.step) save("signal");
       return 0;
     }
