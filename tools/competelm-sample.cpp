@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -28,7 +29,8 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// ms per generated token at context length `prefix`, decoding `steps` tokens greedily.
+// Median ms per generated token at context length `prefix`, decoding `steps` tokens greedily
+// (the median, not the mean: on a shared machine a few slow steps should not move it).
 double ms_per_token(SavedModel& sm, int prefix, int steps, bool kv_cache) {
   GPT2& model = *sm.model;
   const int V = model.shape().vocab_size, Vp = model.shape().padded_vocab();
@@ -36,20 +38,26 @@ double ms_per_token(SavedModel& sm, int prefix, int steps, bool kv_cache) {
   std::vector<int32_t> seq(prefix);
   for (auto& t : seq) t = int32_t(rng.below(uint64_t(V)));
   auto argmax = [&](const float* row) { return int32_t(std::max_element(row, row + V) - row); };
+  std::vector<double> ms;
+  std::unique_ptr<KvDecoder> kv;
+  int32_t next = 0;
   if (kv_cache) {
-    KvDecoder kv(*sm.backend, model);
-    int32_t next = argmax(kv.append(seq.data(), prefix).data());  // prefill: not timed
-    const auto t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < steps; i++) next = argmax(kv.append(&next, 1).data());
-    return 1e3 * seconds_since(t0) / steps;
+    kv = std::make_unique<KvDecoder>(*sm.backend, model);
+    next = argmax(kv->append(seq.data(), prefix).data());  // prefill: not timed
   }
-  const auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < steps; i++) {
-    model.forward(seq.data(), nullptr, 1, int(seq.size()));
-    const std::vector<float> logits = model.logits_host();
-    seq.push_back(argmax(logits.data() + logits.size() - Vp));
+    const auto t0 = std::chrono::steady_clock::now();
+    if (kv_cache) {
+      next = argmax(kv->append(&next, 1).data());
+    } else {
+      model.forward(seq.data(), nullptr, 1, int(seq.size()));
+      const std::vector<float> logits = model.logits_host();
+      seq.push_back(argmax(logits.data() + logits.size() - Vp));
+    }
+    ms.push_back(1e3 * seconds_since(t0));
   }
-  return 1e3 * seconds_since(t0) / steps;
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
 }
 
 int run_bench(SavedModel& sm, int steps) {
@@ -59,7 +67,7 @@ int run_bench(SavedModel& sm, int steps) {
   for (int p : {16, 64, 256}) if (p + steps <= W) prefixes.push_back(p);
   if (prefixes.empty() || prefixes.back() != W - steps) prefixes.push_back(W - steps);  // the full window
   const ModelShape& s = sm.model->shape();
-  fmt::print("model {} layers × {} d_model × {} heads, window {}, {} parameters, {} backend; {} tokens per point\n",
+  fmt::print("model {} layers × {} d_model × {} heads, window {}, {} parameters, {} backend; median of {} tokens per point\n",
              s.n_layer, s.d_model, s.n_head, W, sm.model->num_parameters(), sm.backend->name(), steps);
   fmt::print("{:>8} {:>14} {:>12} {:>14} {:>12} {:>9}\n", "context", "kv ms/token", "kv tok/s", "full ms/token",
              "full tok/s", "speedup");
@@ -81,7 +89,7 @@ int main_sample(int argc, char** argv) {
           "gives the same text every time, with or without the KV cache.");
   cli.positional("CHECKPOINT", "checkpoint directory or run directory");
   cli.option("prompt", "TEXT", "text to continue (default: start from <|endoftext|>)");
-  cli.option("max-tokens", "N", "tokens to generate (default 128)");
+  cli.option("max-tokens", "N", "tokens to generate (default 128; with --bench: tokens timed per point, default 32)");
   cli.option("temperature", "X", "sampling temperature; 0 = greedy (default 1.0)");
   cli.option("top-k", "K", "sample among the K most likely tokens only (default 0 = all)");
   cli.option("top-p", "P", "nucleus sampling: the smallest set with probability >= P (default 1.0 = all)");
@@ -103,9 +111,6 @@ int main_sample(int argc, char** argv) {
     }
     fail("--{}: '{}' is not a number", name, v);
   };
-  SavedModel sm = load_saved_model(cli.get("CHECKPOINT"), 1, 0, cli.get("device", "cpu"), int(num("threads", 0)));
-  if (cli.has("bench")) return run_bench(sm, int(num("max-tokens", 32)));
-
   GenerateOptions go;
   go.max_new_tokens = int(num("max-tokens", 128));
   if (go.max_new_tokens < 0) fail("--max-tokens must be >= 0");
@@ -114,7 +119,9 @@ int main_sample(int argc, char** argv) {
   go.sampling.top_p = float(num("top-p", 1.0));
   go.seed = uint64_t(num("seed", 0));
   go.kv_cache = !cli.has("no-kv-cache");
-  check_sampling_params(go.sampling);
+  check_sampling_params(go.sampling);  // before the (slow) model load
+  SavedModel sm = load_saved_model(cli.get("CHECKPOINT"), 1, 0, cli.get("device", "cpu"), int(num("threads", 0)));
+  if (cli.has("bench")) return run_bench(sm, cli.has("max-tokens") ? go.max_new_tokens : 32);
 
   const std::string dir = cli.get("tokenizer-dir", sm.config.eval.tokenizer_dir);
   const Gpt2Tokenizer tok = Gpt2Tokenizer::load(dir + "/encoder.json", dir + "/vocab.bpe");

@@ -95,7 +95,7 @@ std::string safetensors_bytes(const std::string& header, const std::string& data
 
 }  // namespace
 
-TEST_CASE("safetensors: write then read is bit-exact, header padded to 8 bytes", "[export]") {
+TEST_CASE("safetensors: write then read is bit-exact with the header padded to 8 bytes", "[export]") {
   TempDir tmp("st-roundtrip");
   Rng rng(1);
   std::vector<float> a(3 * 5), b(7), scalar = {-0.0f};
@@ -245,7 +245,7 @@ TEST_CASE("export hf then import gives bit-identical parameters", "[export]") {
             .find("unexpected tensor 'h.0.attn.rotary'") != std::string::npos);
 }
 
-TEST_CASE("export safetensors of an MoE model reads back bit-exact; hf refuses MoE", "[export]") {
+TEST_CASE("export safetensors of an MoE model reads back bit-exact and hf refuses MoE", "[export]") {
   TempDir tmp("export-moe");
   const Config cfg = tiny_config(tmp.str() + "/run", "moe: {n_experts: 4, top_k: 2, router: softmax_topk, shared_experts: 1, layers: \"1\"}");
   const std::string ckpt = save_checkpoint(cfg);
@@ -354,7 +354,7 @@ void check_llmc_import(int version, int Vp_file) {
 
 }  // namespace
 
-TEST_CASE("llm.c checkpoints (v3 fp32, v5 bf16) import to the expected tensors", "[export]") {
+TEST_CASE("llm.c checkpoints (v3 fp32 and v5 bf16) import to the expected tensors", "[export]") {
   SECTION("v3 fp32, Vp 128 as llm.c pads") { check_llmc_import(3, 128); }
   SECTION("v5 bf16, unpadded vocabulary") { check_llmc_import(5, 100); }
   SECTION("bad files are refused naming the file") {

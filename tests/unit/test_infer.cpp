@@ -152,7 +152,7 @@ TEST_CASE("cached_attention equals the softmax-weighted sum written out", "[infe
   }
 }
 
-TEST_CASE("generation: KV cache and recomputation give the same tokens; a seed reproduces them", "[infer]") {
+TEST_CASE("generation: KV cache and recomputation give the same tokens and a seed reproduces them", "[infer]") {
   Tiny t = make_tiny({false, true}, 16, MoeRouter::CompeteSMoE, 1);
   const std::vector<uint32_t> prompt = {3, 14, 15, 92, 65};
   GenerateOptions o;
@@ -201,7 +201,7 @@ TEST_CASE("context window slides by half a window", "[infer]") {
   CHECK(context_start(6, 5, 0) == 3);    // odd window: the newest 3 remain
 }
 
-TEST_CASE("sample_next: greedy, top-k and top-p restrict the choice", "[infer]") {
+TEST_CASE("sample_next: greedy and top-k and top-p restrict the choice", "[infer]") {
   const float logits[5] = {0.0f, 5.0f, 3.0f, 4.9f, -1.0f};  // p ≈ .003 .488 .066 .442 .001
   Rng rng(1);
   SamplingParams greedy;
