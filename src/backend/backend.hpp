@@ -60,11 +60,17 @@ class Backend {
                                int N, int C, int OC) = 0;
 
   // ---- causal self-attention ---------------------------------------------------------------
-  // qkv holds q, k, v concatenated per token (each C = NH·hs wide). att keeps the softmaxed
-  // (B,NH,T,T) attention weights for the backward pass (CPU oracle; CUDA uses flash attention).
+  // Elements of the per-layer state the attention forward keeps for its backward (`att`
+  // below) and of the backward's scratch. The CPU oracle keeps the (B,NH,T,T) weights; a
+  // flash-attention backend keeps only per-row softmax statistics (B,NH,T).
+  virtual size_t attention_state_elements(int B, int NH, int T) const { return size_t(B) * NH * T * T; }
+  virtual size_t attention_scratch_elements(int B, int NH, int T) const { return size_t(B) * NH * T * T; }
+  // qkv holds q, k, v concatenated per token (each C = NH·hs wide). att (of
+  // attention_state_elements) keeps what the backward needs: on the CPU the softmaxed
+  // (B,NH,T,T) weights.
   virtual void attention_forward(float* out /*(B,T,C)*/, float* att /*(B,NH,T,T)*/,
                                  const float* qkv /*(B,T,3C)*/, int B, int T, int C, int NH) = 0;
-  // dqkv += ∂L/∂qkv. scratch is (B,NH,T,T) of free memory for the backward of the softmax.
+  // dqkv += ∂L/∂qkv. scratch (attention_scratch_elements) is free memory for the backward.
   virtual void attention_backward(float* dqkv /*(B,T,3C)*/, float* scratch /*(B,NH,T,T)*/,
                                   const float* dout /*(B,T,C)*/, const float* qkv /*(B,T,3C)*/,
                                   const float* att /*(B,NH,T,T)*/, int B, int T, int C, int NH) = 0;
@@ -199,7 +205,8 @@ class Backend {
 };
 
 // device: "cpu", "cuda" or "auto" (cuda when built and a GPU is present, else cpu).
+// num_threads: CPU threads (0 = all cores); gpu: the CUDA device (a rank's local rank).
 // Throws a competelm::Error naming the reason when the requested backend is unavailable.
-std::unique_ptr<Backend> make_backend(const std::string& device, int num_threads = 0);
+std::unique_ptr<Backend> make_backend(const std::string& device, int num_threads = 0, int gpu = 0);
 
 }  // namespace competelm

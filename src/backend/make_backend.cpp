@@ -4,24 +4,20 @@
 
 #include "backend/backend.hpp"
 #include "backend/cpu/cpu_backend.hpp"
+#include "backend/cuda_factory.hpp"
+#include "backend/cuda_probe.hpp"
 #include "core/error.hpp"
 
 namespace competelm {
 
-std::unique_ptr<Backend> make_backend(const std::string& device, int num_threads) {
-  // "auto" means cuda when that backend is built and a GPU is present; until the CUDA
-  // backend exists it always resolves to the CPU.
-  if (device == "cpu" || device == "auto") return std::make_unique<cpu::CpuBackend>(num_threads);
-  if (device == "cuda") {
-#ifdef COMPETELM_HAVE_CUDA
-    fail_hint("set run.device: cpu (or auto) until then",
-              "run.device: cuda: not built (this build compiles CUDA code, but the CUDA backend "
-              "itself is the next milestone)");
-#else
-    fail_hint("set run.device: cpu (or auto), or rebuild with nvcc available and -DCOMPETELM_CUDA=ON "
-              "once the CUDA backend exists",
-              "run.device: cuda: not built (no CUDA backend in this binary)");
-#endif
+std::unique_ptr<Backend> make_backend(const std::string& device, int num_threads, int gpu) {
+  if (device == "cpu") return std::make_unique<cpu::CpuBackend>(num_threads);
+  if (device == "cuda") return make_cuda_backend(gpu);
+  if (device == "auto") {
+    // CUDA when this binary has it and a GPU is visible; otherwise the CPU.
+    const CudaProbe probe = probe_cuda();
+    if (probe.built && probe.devices > 0) return make_cuda_backend(gpu % probe.devices);
+    return std::make_unique<cpu::CpuBackend>(num_threads);
   }
   fail_hint("valid values are: cpu, cuda, auto", "run.device: unknown device '{}' (expected cpu, cuda or auto)",
             device);

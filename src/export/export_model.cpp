@@ -32,7 +32,10 @@ std::string competelm_config_json(const SavedModel& sm) {
   const ModelMoe& m = sm.model->moe();
   std::string layers = "[";
   for (size_t l = 0; l < m.layers.size(); l++)
-    if (m.layers[l]) layers += (layers.size() > 1 ? "," : "") + std::to_string(l);
+    if (m.layers[l]) {
+      if (layers.size() > 1) layers += ',';
+      layers += std::to_string(l);  // plain appends: GCC 12's -Wrestrict misfires on "x" + string
+    }
   layers += "]";
   moe.add("n_experts", c.moe.n_experts).add("top_k", c.moe.top_k).add("router", c.moe.router)
       .add("expert_hidden", m.count() ? m.options.expert_hidden : 0).add("shared_experts", c.moe.shared_experts)

@@ -16,7 +16,8 @@ struct GPT2::Acts {
   std::vector<size_t> ln1, ln1_mean, ln1_rstd;   // (B,T,C), (B,T), (B,T)
   std::vector<size_t> qkv;              // (B, T, 3C)
   std::vector<size_t> atty;             // (B, T, C)   attention output before the projection
-  std::vector<size_t> att;              // (B, NH, T, T) softmaxed attention weights
+  std::vector<size_t> att;              // what the attention backward needs: (B, NH, T, T) weights on
+                                        // the CPU, (B, NH, T) softmax statistics with flash attention
   std::vector<size_t> residual2;        // (B, T, C)   x + attn(ln1(x))
   std::vector<size_t> ln2, ln2_mean, ln2_rstd;
   std::vector<size_t> fch;              // (B, T, 4C)  fc output, before GELU
@@ -31,7 +32,7 @@ struct GPT2::Acts {
   size_t d_qkv;                         // (B, T, 3C)
   size_t d_atty;                        // (B, T, C)
   size_t d_fch, d_fch_gelu;             // (B, T, 4C)
-  size_t d_att_scratch;                 // (B, NH, T, T)
+  size_t d_att_scratch;                 // Backend::attention_scratch_elements
 };
 
 int ModelMoe::count() const {
@@ -167,7 +168,7 @@ void GPT2::build_act_table(int B, int T) {
     a.ln1_rstd.push_back(acts_.add(p + "ln1_rstd", {BT}));
     a.qkv.push_back(acts_.add(p + "qkv", {B, T, 3 * C}));
     a.atty.push_back(acts_.add(p + "atty", {B, T, C}));
-    a.att.push_back(acts_.add(p + "att", {B, NH, T, T}));
+    a.att.push_back(acts_.add(p + "att", {int64_t(be_.attention_state_elements(B, int(NH), T))}));
     a.residual2.push_back(acts_.add(p + "residual2", {B, T, C}));
     a.ln2.push_back(acts_.add(p + "ln2", {B, T, C}));
     a.ln2_mean.push_back(acts_.add(p + "ln2_mean", {BT}));
@@ -194,7 +195,7 @@ void GPT2::build_act_table(int B, int T) {
   a.d_atty = acts_.add("d_atty", {B, T, C});
   a.d_fch = acts_.add("d_fch", {B, T, 4 * C});
   a.d_fch_gelu = acts_.add("d_fch_gelu", {B, T, 4 * C});
-  a.d_att_scratch = acts_.add("d_att_scratch", {B, NH, T, T});
+  a.d_att_scratch = acts_.add("d_att_scratch", {int64_t(be_.attention_scratch_elements(B, int(NH), T))});
 }
 
 float* GPT2::param(const std::string& name) { return params_mem_ + params_.at(name).offset; }

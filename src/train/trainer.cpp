@@ -114,14 +114,17 @@ int train(const Config& cfg, const TrainerOptions& opts, std::shared_ptr<Comm> w
   const int64_t tokens_per_step = int64_t(accum) * dist.world * B * T;
 
   // ---- backend, model, optimizer -----------------------------------------------------------------
-  std::unique_ptr<Backend> backend = make_backend(cfg.run.device, cfg.run.threads);
+  // Each rank on a GPU node takes GPU local_rank % devices.
+  std::unique_ptr<Backend> backend = make_backend(cfg.run.device, cfg.run.threads, dist.local_rank);
   if (dist.world > 1 && backend->name() != "cpu")
     fail("{} ranks on the {} backend: multi-rank training needs host-memory collectives (CPU backend) "
          "until the GPU backend brings NCCL", dist.world, backend->name());
   if (cfg.run.device == "auto") {
     const CudaProbe cuda = probe_cuda();
-    log->info("run.device auto → {} (cuda: not built{})", backend->name(),
-              cuda.devices > 0 ? fmt::format("; {} GPU(s) visible: {}", cuda.devices, cuda.detail) : "");
+    log->info("run.device auto → {} ({})", backend->name(),
+              !cuda.built ? std::string("cuda: not built")
+                          : cuda.devices > 0 ? fmt::format("{} GPU(s): {}", cuda.devices, cuda.detail)
+                                             : std::string("no GPU visible"));
   }
   ModelMoe moe = model_moe(cfg);
   moe.ep = ExpertParallel{ctx.ep.get(), ctx.ep_rank, ctx.ep_size};
