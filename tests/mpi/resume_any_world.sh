@@ -12,6 +12,12 @@ ck="$WORK/full/checkpoints/step_00000004"
 [ -f "$ck/meta.json" ] || { echo "FAIL: no committed checkpoint at step 4 ($ck)"; exit 1; }
 grep -q '"ranks": 4' "$ck/meta.json" || { echo "FAIL: meta.json does not record the 4 ranks"; cat "$ck/meta.json"; exit 1; }
 
+# The tools read a multi-rank checkpoint like any other (whole experts, by name).
+BIN=$(dirname "$TRAIN")
+"$BIN/competelm-inspect" "$ck" | grep -q "step" || { echo "FAIL: competelm-inspect on the 4-rank checkpoint"; exit 1; }
+"$BIN/competelm-eval" "$ck" --batches 1 --device cpu --json "$WORK/eval.json" >/dev/null
+grep -q '"loss"' "$WORK/eval.json" || { echo "FAIL: competelm-eval on the 4-rank checkpoint"; cat "$WORK/eval.json"; exit 1; }
+
 for ranks in 2 1; do
   mb=$((4 / ranks))
   run_ranks "$ranks" "$WORK/resumed$ranks" configs/tiny-moe.yaml "${common[@]}" --set checkpoint.every=0 \
