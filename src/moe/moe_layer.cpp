@@ -135,7 +135,6 @@ struct MoeLayer::Bound {
   float *all_x = nullptr, *all_dx = nullptr, *local_scores = nullptr;
   std::vector<int64_t> send_rows, recv_rows;  // (P) rows to / from each rank of the group
   std::vector<int32_t> recv_counts;           // (P, El) rows from rank s for local expert el
-  int recv_total = 0;
   // the last forward
   const float* inp = nullptr;
   int B = 0, T = 0;
@@ -398,88 +397,93 @@ void MoeLayer::backward(float* dinp, const float* dout, float aux_scale) {
 }
 
 // ---- the experts over the sorted rows: local, or dispatched to their ranks -----------------
+//
+// Either way the work is a list of segments — (local expert, first row, rows) — over one set
+// of row buffers: the layer's own sorted rows (all experts local), or the rows received from
+// the expert-parallel group (laid out by source rank, then local expert).
+
+namespace {
+struct Segment {
+  int expert, r0, n;
+};
+struct RowBuffers {
+  float *x, *h, *a, *o, *dh;  // (rows,C), (rows,H), (rows,H), (rows,C), (rows,H) scratch
+};
+}  // namespace
+
+// The segments of this rank's experts over the rows they get: local counts (offsets) or
+// the group's (recv_counts), skipping empty ones.
+static std::vector<Segment> expert_segments(const std::vector<int32_t>& counts_by_source_expert, int n_experts) {
+  std::vector<Segment> segs;
+  int r0 = 0;
+  for (size_t i = 0; i < counts_by_source_expert.size(); ++i) {
+    const int n = counts_by_source_expert[i];
+    if (n > 0) segs.push_back({int(i % size_t(n_experts)), r0, n});
+    r0 += n;
+  }
+  return segs;
+}
 
 void MoeLayer::experts_forward() {
   Bound& b = *b_;
   const int C = C_, E = opts_.n_experts, H = opts_.expert_hidden;
-  if (!ep_.active()) {
-    for (int e = 0; e < E; e++) {
-      const int r0 = b.offsets_host[e], n = b.offsets_host[e + 1] - r0;
-      if (n == 0) continue;
-      ffn_forward(be_, b.expert(e, C, H), b.h_rows + size_t(r0) * H, b.a_rows + size_t(r0) * H,
-                  b.o_rows + size_t(r0) * C, b.x_rows + size_t(r0) * C, n, C, H);
-    }
-    return;
+  std::vector<int32_t> counts(static_cast<size_t>(E));  // rows per (global) expert
+  for (int e = 0; e < E; e++) counts[e] = b.offsets_host[e + 1] - b.offsets_host[e];
+  RowBuffers rows{b.x_rows, b.h_rows, b.a_rows, b.o_rows, b.d_hid};
+  int El = E;
+  if (ep_.active()) {
+    // Rows are sorted by global expert, so the rows for rank p's experts are one contiguous
+    // range: exchange per-expert counts, then send each rank its rows.
+    const int P = ep_.size;
+    El = E / P;
+    b.recv_counts.assign(size_t(P) * El, 0);  // (P, El)
+    ep_.comm->alltoall(counts.data(), b.recv_counts.data(), sizeof(int32_t) * El);
+    b.send_rows.assign(P, 0);
+    b.recv_rows.assign(P, 0);
+    for (int p = 0; p < P; p++)
+      for (int el = 0; el < El; el++) {
+        b.send_rows[p] += counts[size_t(p) * El + el];
+        b.recv_rows[p] += b.recv_counts[size_t(p) * El + el];
+      }
+    ep_.comm->alltoallv(b.x_rows, row_bytes(b.send_rows), b.recv_x, row_bytes(b.recv_rows));
+    rows = {b.recv_x, b.recv_h, b.recv_a, b.recv_o, b.recv_dh};
+    counts = b.recv_counts;
   }
-  // Rows are sorted by global expert, so the rows for rank p's experts are one contiguous
-  // range. Exchange per-expert counts, send each rank its rows, run the local experts over
-  // every (source rank, local expert) segment, send the outputs back into place.
-  const int P = ep_.size, El = E / P;
-  std::vector<int32_t> send_counts(size_t(P) * El);  // (P, El)
-  for (int e = 0; e < E; e++) send_counts[e] = b.offsets_host[e + 1] - b.offsets_host[e];
-  b.recv_counts.assign(size_t(P) * El, 0);
-  ep_.comm->alltoall(send_counts.data(), b.recv_counts.data(), sizeof(int32_t) * El);
-  b.send_rows.assign(P, 0);
-  b.recv_rows.assign(P, 0);
-  b.recv_total = 0;
-  for (int p = 0; p < P; p++)
-    for (int el = 0; el < El; el++) {
-      b.send_rows[p] += send_counts[size_t(p) * El + el];
-      b.recv_rows[p] += b.recv_counts[size_t(p) * El + el];
-    }
-  for (int p = 0; p < P; p++) b.recv_total += static_cast<int>(b.recv_rows[p]);
-  auto bytes = [](const std::vector<int64_t>& rows, int width) {
-    std::vector<int64_t> v(rows.size());
-    for (size_t i = 0; i < rows.size(); i++) v[i] = rows[i] * width * int64_t(sizeof(float));
-    return v;
-  };
-  ep_.comm->alltoallv(b.x_rows, bytes(b.send_rows, C), b.recv_x, bytes(b.recv_rows, C));
-  int r0 = 0;
-  for (int src = 0; src < P; src++)
-    for (int el = 0; el < El; el++) {
-      const int n = b.recv_counts[size_t(src) * El + el];
-      if (n == 0) continue;
-      ffn_forward(be_, b.expert(el, C, H), b.recv_h + size_t(r0) * H, b.recv_a + size_t(r0) * H,
-                  b.recv_o + size_t(r0) * C, b.recv_x + size_t(r0) * C, n, C, H);
-      r0 += n;
-    }
-  ep_.comm->alltoallv(b.recv_o, bytes(b.recv_rows, C), b.o_rows, bytes(b.send_rows, C));
+  for (const Segment& g : expert_segments(counts, El))
+    ffn_forward(be_, b.expert(g.expert, C, H), rows.h + size_t(g.r0) * H, rows.a + size_t(g.r0) * H,
+                rows.o + size_t(g.r0) * C, rows.x + size_t(g.r0) * C, g.n, C, H);
+  // The outputs go back into place, in the order the rows were sent.
+  if (ep_.active()) ep_.comm->alltoallv(b.recv_o, row_bytes(b.recv_rows), b.o_rows, row_bytes(b.send_rows));
 }
 
 void MoeLayer::experts_backward() {
   Bound& b = *b_;
   const int C = C_, E = opts_.n_experts, H = opts_.expert_hidden;
-  if (!ep_.active()) {
-    // d_rows[range] is reused for ∂L/∂x once the range's ∂L/∂o has been consumed.
-    for (int e = 0; e < E; e++) {
-      const int r0 = b.offsets_host[e], n = b.offsets_host[e + 1] - r0;
-      if (n == 0) continue;
-      float* d_o = b.d_rows + size_t(r0) * C;
-      ffn_backward(be_, b.expert(e, C, H), d_o, d_o, b.h_rows + size_t(r0) * H, b.a_rows + size_t(r0) * H,
-                   b.x_rows + size_t(r0) * C, b.d_hid + size_t(r0) * H, n, C, H);
-    }
-    return;
+  std::vector<int32_t> counts(static_cast<size_t>(E));
+  for (int e = 0; e < E; e++) counts[e] = b.offsets_host[e + 1] - b.offsets_host[e];
+  RowBuffers rows{b.x_rows, b.h_rows, b.a_rows, b.d_rows, b.d_hid};  // o: ∂L/∂o in, ∂L/∂x out
+  int El = E;
+  if (ep_.active()) {
+    // The forward's exchange in reverse: ∂L/∂o rows go to the experts' ranks (into recv_o,
+    // whose outputs are no longer needed), become ∂L/∂x there, and come back into d_rows.
+    El = E / ep_.size;
+    ep_.comm->alltoallv(b.d_rows, row_bytes(b.send_rows), b.recv_o, row_bytes(b.recv_rows));
+    rows = {b.recv_x, b.recv_h, b.recv_a, b.recv_o, b.recv_dh};
+    counts = b.recv_counts;
   }
-  // The forward's exchange in reverse: ∂L/∂o rows go to the experts' ranks (into recv_o,
-  // whose outputs are no longer needed), become ∂L/∂x there, and come back into d_rows.
-  const int P = ep_.size, El = E / P;
-  std::vector<int64_t> sb(P), rb(P);
-  for (int p = 0; p < P; p++) {
-    sb[p] = b.send_rows[p] * C * int64_t(sizeof(float));
-    rb[p] = b.recv_rows[p] * C * int64_t(sizeof(float));
+  // Each segment's ∂L/∂o is consumed and replaced in place by its ∂L/∂x.
+  for (const Segment& g : expert_segments(counts, El)) {
+    float* d_o = rows.o + size_t(g.r0) * C;
+    ffn_backward(be_, b.expert(g.expert, C, H), d_o, d_o, rows.h + size_t(g.r0) * H, rows.a + size_t(g.r0) * H,
+                 rows.x + size_t(g.r0) * C, rows.dh + size_t(g.r0) * H, g.n, C, H);
   }
-  ep_.comm->alltoallv(b.d_rows, sb, b.recv_o, rb);
-  int r0 = 0;
-  for (int src = 0; src < P; src++)
-    for (int el = 0; el < El; el++) {
-      const int n = b.recv_counts[size_t(src) * El + el];
-      if (n == 0) continue;
-      float* d_o = b.recv_o + size_t(r0) * C;
-      ffn_backward(be_, b.expert(el, C, H), d_o, d_o, b.recv_h + size_t(r0) * H, b.recv_a + size_t(r0) * H,
-                   b.recv_x + size_t(r0) * C, b.recv_dh + size_t(r0) * H, n, C, H);
-      r0 += n;
-    }
-  ep_.comm->alltoallv(b.recv_o, rb, b.d_rows, sb);
+  if (ep_.active()) ep_.comm->alltoallv(b.recv_o, row_bytes(b.recv_rows), b.d_rows, row_bytes(b.send_rows));
+}
+
+std::vector<int64_t> MoeLayer::row_bytes(const std::vector<int64_t>& rows) const {
+  std::vector<int64_t> v(rows.size());
+  for (size_t i = 0; i < rows.size(); i++) v[i] = rows[i] * C_ * int64_t(sizeof(float));
+  return v;
 }
 
 void MoeLayer::compete_scores_ep(const float* inp, int N) {

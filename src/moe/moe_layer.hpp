@@ -72,6 +72,7 @@ class MoeLayer {
   // their backward (d_rows: ∂L/∂o in, ∂L/∂x out). Local loop, or dispatch to the owners.
   void experts_forward();
   void experts_backward();
+  std::vector<int64_t> row_bytes(const std::vector<int64_t>& rows) const;  // rows of C floats → bytes
   // Competition scores of every expert for every token under expert parallelism (N,E).
   void compete_scores_ep(const float* inp, int N);
   // Affinity-balance backward under expert parallelism: dinp += Σ_e ∂(score_e)/∂x · dscores.
