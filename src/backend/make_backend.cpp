@@ -10,13 +10,25 @@
 
 namespace competelm {
 
+// Flipped to true by the change that records a passing scripts/gpu_check.sh run (the CUDA
+// backend was written and compiled on machines without a GPU).
+constexpr bool kCudaBackendVerified = false;
+
 std::unique_ptr<Backend> make_backend(const std::string& device, int num_threads, int gpu) {
   if (device == "cpu") return std::make_unique<cpu::CpuBackend>(num_threads);
-  if (device == "cuda") return make_cuda_backend(gpu);
-  if (device == "auto") {
-    // CUDA when this binary has it and a GPU is visible; otherwise the CPU.
+  if (device == "cuda") {
     const CudaProbe probe = probe_cuda();
-    if (probe.built && probe.devices > 0) return make_cuda_backend(gpu % probe.devices);
+    if (probe.built && probe.devices == 0)
+      fail_hint("set run.device: cpu (or auto, which falls back to the CPU)",
+                "run.device: cuda: no GPU visible to this process ({})", probe.detail);
+    return make_cuda_backend(gpu);  // a build without CUDA explains itself there
+  }
+  if (device == "auto") {
+    // CUDA when this binary has it, a GPU is visible, and the CUDA backend has passed its GPU
+    // tests (scripts/gpu_check.sh) on real hardware; otherwise the CPU. Until that check has
+    // run, `run.device: cuda` must be asked for explicitly.
+    const CudaProbe probe = probe_cuda();
+    if (kCudaBackendVerified && probe.built && probe.devices > 0) return make_cuda_backend(gpu % probe.devices);
     return std::make_unique<cpu::CpuBackend>(num_threads);
   }
   fail_hint("valid values are: cpu, cuda, auto", "run.device: unknown device '{}' (expected cpu, cuda or auto)",
