@@ -21,7 +21,8 @@ std::unique_ptr<Backend> make_backend(const std::string& device, int num_threads
     if (probe.built && probe.devices == 0)
       fail_hint("set run.device: cpu (or auto, which falls back to the CPU)",
                 "run.device: cuda: no GPU visible to this process ({})", probe.detail);
-    return make_cuda_backend(gpu);  // a build without CUDA explains itself there
+    // A rank takes GPU local_rank % devices (a build without CUDA explains itself there).
+    return make_cuda_backend(probe.devices > 0 ? gpu % probe.devices : gpu);
   }
   if (device == "auto") {
     // CUDA when this binary has it, a GPU is visible, and the CUDA backend has passed its GPU
