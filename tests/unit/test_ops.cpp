@@ -13,6 +13,7 @@
 #include "backend/cpu/cpu_backend.hpp"
 #include "backend/cpu/gemm_bench.hpp"
 #include "backend/cpu/simd.hpp"
+#include "backend/cuda_probe.hpp"
 #include "core/error.hpp"
 #include "core/rng.hpp"
 #include "fd_check.hpp"
@@ -647,13 +648,19 @@ TEST_CASE("cpu backend memory is zeroed and 64-byte aligned", "[ops]") {
 
 TEST_CASE("make_backend picks cpu and names unavailable or unknown devices", "[ops]") {
   CHECK(competelm::make_backend("cpu", 1)->name() == "cpu");
-  CHECK(competelm::make_backend("auto", 1)->name() == "cpu");
-  try {
-    competelm::make_backend("cuda", 1);
-    FAIL("cuda backend should not be available yet");
-  } catch (const competelm::Error& e) {
-    CHECK_THAT(e.what(), Catch::Contains("run.device: cuda"));
-    CHECK_THAT(e.hint(), Catch::Contains("cpu"));
+  const competelm::CudaProbe probe = competelm::probe_cuda();
+  if (probe.built && probe.devices > 0) {  // a CUDA build on a GPU machine
+    CHECK(competelm::make_backend("auto", 1)->name() == "cuda");
+    CHECK(competelm::make_backend("cuda", 1)->name() == "cuda");
+  } else {
+    CHECK(competelm::make_backend("auto", 1)->name() == "cpu");
+    try {
+      competelm::make_backend("cuda", 1);
+      FAIL("cuda backend without CUDA or without a GPU");
+    } catch (const competelm::Error& e) {
+      CHECK_THAT(e.what(), Catch::Contains("run.device: cuda"));
+      CHECK_THAT(e.hint(), Catch::Contains("cpu"));
+    }
   }
   try {
     competelm::make_backend("tpu", 1);
