@@ -12,11 +12,16 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <cstdint>
+#include <memory>
 #include <string>
+#include <unordered_map>
 
 #include "backend/backend.hpp"
 
 namespace competelm::cuda {
+
+struct MatmulCache;  // cuBLASLt descriptors and algorithms per GEMM shape (matmul_cache.cuh)
 
 class CudaBackend final : public Backend {
  public:
@@ -30,8 +35,10 @@ class CudaBackend final : public Backend {
   cudaStream_t stream() const { return stream_; }
   // TF32 tensor-core GEMMs (faster, ~1e-3 relative error); off by default.
   void set_tf32(bool on) { tf32_ = on; }
-  // Peak device memory allocated through alloc() so far, in bytes.
+  // Peak device memory held so far, in bytes: alloc() plus the backend's own scratch and
+  // cuBLASLt workspace (everything this backend cudaMallocs).
   size_t peak_bytes() const { return peak_bytes_; }
+  size_t live_bytes() const { return live_bytes_; }
 
   // ---- memory ----
   void* alloc(size_t bytes) override;
@@ -132,6 +139,16 @@ class CudaBackend final : public Backend {
   double fetch_double(const double* dev);
 
  private:
+  // Frees every resource (constructor failure and destructor); never throws.
+  void release() noexcept;
+  void* device_malloc(size_t bytes, const char* what);  // cudaMalloc + live/peak accounting
+  void device_free(void* p, size_t bytes) noexcept;
+  // Column-major cuBLASLt GEMM on the stream (matmul.cu):
+  //   D (m,n; ld ldd) = op(A) · op(B) + beta · D  (+ bias[m] broadcast over the columns)
+  // op(A) is (m,k): A stored (k,m) with lda when trans_a, else (m,k). op(B) is (k,n) likewise.
+  void gemm(bool trans_a, bool trans_b, int m, int n, int k, const float* A, int lda, const float* B, int ldb,
+            float* D, int ldd, float beta, const float* bias);
+
   int device_;
   cudaStream_t stream_ = nullptr;
   cublasLtHandle_t lt_ = nullptr;
@@ -141,6 +158,8 @@ class CudaBackend final : public Backend {
   size_t scratch_bytes_ = 0;
   bool tf32_ = false;
   size_t live_bytes_ = 0, peak_bytes_ = 0;
+  std::unordered_map<void*, size_t> sizes_;  // alloc()ed blocks still live → bytes
+  std::unique_ptr<MatmulCache> matmul_cache_;
 };
 
 }  // namespace competelm::cuda

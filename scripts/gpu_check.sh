@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # On a GPU machine: build with CUDA and run the GPU tests (ctest label `gpu`) plus the unit
-# tests that need no prepared corpus, and write a summary. GPU time is scarce: this one
+# tests that need no prepared corpus, the GPU tests under compute-sanitizer memcheck, and
+# competelm-bench on CUDA (GPT-2 124M dense and MoE with each router, RESULT lines kept),
+# and write a summary. GPU time is scarce: this one
 # command does it all. Machines without Debian packages: carry third_party/prefix
 # (third_party/fetch_debs.sh) and the build finds the libraries there.
 #   scripts/gpu_check.sh [SUMMARY_DIR]      (default: build-gpu/)
@@ -36,5 +38,52 @@ grep -E "tests passed|Skipped|Failed|PASS|FAIL|GPUs" "$OUT_DIR/ctest_gpu.log" >>
 # Unit tests that need no corpus (the corpus needs node + network to prepare).
 (cd "$BUILD_DIR" && ctest -L unit -E "JavaScript reference|encode gives the known ids|tokenizer files" -j 4 --output-on-failure) >"$OUT_DIR/ctest_unit.log" 2>&1 || rc=1
 tail -n 3 "$OUT_DIR/ctest_unit.log" >>"$SUMMARY"
+
+# Each further step logs to $OUT_DIR/NAME.log and records "NAME: ok" or "NAME: FAILED (rc N)"
+# in the summary; a failure is remembered and the script goes on.
+run_step() {
+  local name=$1
+  shift
+  local step_rc=0
+  "$@" >"$OUT_DIR/$name.log" 2>&1 || step_rc=$?
+  if [ "$step_rc" -eq 0 ]; then
+    echo "$name: ok" >>"$SUMMARY"
+  else
+    echo "$name: FAILED (rc $step_rc, see $name.log)" >>"$SUMMARY"
+    tail -n 20 "$OUT_DIR/$name.log"
+    rc=1
+  fi
+  grep -E "^RESULT" "$OUT_DIR/$name.log" | sed "s/^/$name: /" >>"$SUMMARY"
+  return 0
+}
+
+# Device memory errors (out-of-bounds, misaligned, uninitialised reads) in the CUDA kernels:
+# the op and model tests under compute-sanitizer (not the training runs or the 8 GiB test,
+# which would take too long instrumented). GPU_CHECK_MEMCHECK=0 / GPU_CHECK_BENCH=0 skip a
+# part (to split the check over several shorter commands).
+SANITIZER=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
+if [ "${GPU_CHECK_MEMCHECK:-1}" = 0 ]; then
+  echo "memcheck: skipped (GPU_CHECK_MEMCHECK=0)" >>"$SUMMARY"
+elif [ -n "$SANITIZER" ]; then
+  run_step memcheck timeout "${MEMCHECK_TIMEOUT:-300}" "$SANITIZER" --tool memcheck --error-exitcode 1 \
+    "$BUILD_DIR/bin/competelm-gpu-tests" "${MEMCHECK_FILTER:-[cuda]~[train]~[large]}"
+  grep -E "ERROR SUMMARY" "$OUT_DIR/memcheck.log" | tail -n 1 >>"$SUMMARY"
+else
+  echo "memcheck: skipped (compute-sanitizer not found)" >>"$SUMMARY"
+fi
+
+# Throughput on the GPU: GPT-2 124M dense and the 124M-active MoE with each router, B=16, T=1024.
+BENCH="$BUILD_DIR/bin/competelm-bench"
+BENCH_ARGS=(--device cuda --set train.micro_batch=16 --set model.seq_len=1024 --steps ${BENCH_STEPS:-3} --warmup 1)
+if [ "${GPU_CHECK_BENCH:-1}" = 0 ]; then
+  echo "bench: skipped (GPU_CHECK_BENCH=0)" >>"$SUMMARY"
+else
+  run_step bench_gpt2_124m timeout 240 "$BENCH" configs/gpt2-124m.yaml "${BENCH_ARGS[@]}"
+  for router in softmax_topk competesmoe sigmoid_topk; do
+    run_step "bench_gpt2_124m_moe_$router" timeout 240 "$BENCH" configs/gpt2-124m-moe.yaml "${BENCH_ARGS[@]}" \
+      --set moe.router=$router
+  done
+fi
+
 cat "$SUMMARY"
 exit $rc

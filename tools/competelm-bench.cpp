@@ -1,16 +1,19 @@
-// competelm-bench CONFIG.yaml [--set k=v]... [--steps N] [--warmup N] [--moe-overhead]
+// competelm-bench CONFIG.yaml [--set k=v]... [--device D] [--steps N] [--warmup N] [--moe-overhead]
 // Times full training steps (forward, backward, grad norm, AdamW) of the config's model on
 // random tokens and prints ms/step, tokens/s, achieved GFLOP/s, a per-op breakdown, and the
-// GEMMs' GFLOP/s next to what a plain large cblas_sgemm reaches on this machine. With
+// GEMMs' GFLOP/s next to what a plain large cblas_sgemm reaches on this machine (CPU) or
+// the MFU against the GPU's fp32 peak and the peak device memory (CUDA). With
 // --moe-overhead: the MoE step with softmax_topk against the FLOP-equivalent dense step, and
 // CompeteSMoE's measured competition overhead against the expected rate × (E/K − 1) share.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <string>
 #include <vector>
 
 #include "backend/backend.hpp"
 #include "backend/cpu/gemm_bench.hpp"
+#include "backend/cuda_info.hpp"
 #include "backend/profiling_backend.hpp"
 #include "config/config.hpp"
 #include "core/cli.hpp"
@@ -149,18 +152,22 @@ int moe_overhead(Backend& be, const Config& cfg, int steps, int warmup) {
 }
 
 int main_bench(int argc, char** argv) {
-  Cli cli("competelm-bench", "CONFIG.yaml [--set key=value]... [--steps N] [--warmup N] [--moe-overhead]",
+  Cli cli("competelm-bench",
+          "CONFIG.yaml [--set key=value]... [--device cpu|cuda|auto] [--steps N] [--warmup N] [--moe-overhead]",
           "Benchmarks training steps of the config's model (random tokens, B = train.micro_batch,\n"
           "T = model.seq_len) and prints ms/step, tokens/s, GFLOP/s and a per-op breakdown.\n"
           "The last line is machine-readable: RESULT key=value ...");
   cli.positional("CONFIG", "YAML config whose model / moe / train / run sections are used");
   cli.option("set", "KEY=VALUE", "override a config key", true);
+  cli.option("device", "D", "backend: cpu, cuda or auto (default: the config's run.device)");
   cli.option("steps", "N", "timed steps (default 5)");
   cli.option("warmup", "N", "untimed warm-up steps (default 1)");
   cli.option("no-profile", "", "skip the per-op breakdown pass");
   cli.option("moe-overhead", "", "MoE config: SMoE vs dense and CompeteSMoE's competition overhead");
   if (!cli.parse(argc, argv)) return 0;
-  const Config cfg = load_config(cli.get("CONFIG"), cli.all("set"));
+  std::vector<std::string> sets = cli.all("set");
+  if (cli.has("device")) sets.push_back("run.device=" + cli.get("device"));
+  const Config cfg = load_config(cli.get("CONFIG"), sets);
   const int steps = std::stoi(cli.get("steps", "5")), warmup = std::stoi(cli.get("warmup", "1"));
   if (steps < 1 || warmup < 0) fail("--steps must be ≥ 1 and --warmup ≥ 0");
 
@@ -198,6 +205,22 @@ int main_bench(int argc, char** argv) {
       std::printf("\nGEMMs in the step: %.1f GFLOP/s = %.0f%% of a plain 2048³ cblas_sgemm (%.1f GFLOP/s)\n",
                   gemm_gflops, 100.0 * gemm_gflops / peak, peak);
     }
+  }
+  if (backend->name() == "cuda") {
+    // MFU: model FLOPs (6·N_active per token + attention, GPT2::flops_per_token) per second
+    // over the GPU's fp32 CUDA-core peak (the backend runs fp32 GEMMs, TF32 off).
+    const CudaPeak gpu = cuda_fp32_peak(0);
+    const double model_flops = r.flops_per_step / (r.median_ms / 1e3);
+    const double mfu = gpu.flops > 0 ? model_flops / gpu.flops : 0.0;
+    const double peak_mib = cuda_peak_memory_bytes(*backend) / 1048576.0;
+    std::printf("\nMFU %.1f%% against the %s\npeak device memory held by the backend: %.1f MiB\n", 100.0 * mfu,
+                gpu.detail.c_str(), peak_mib);
+    std::printf("RESULT device=cuda config=%s%s ms_per_step=%.3f tokens_per_s=%.1f model_gflops=%.2f "
+                "gemm_gflops=%.2f mfu=%.4f fp32_peak_tflops=%.2f peak_mem_mib=%.1f\n",
+                cli.get("CONFIG").c_str(),
+                cfg.moe.n_experts > 0 ? fmt::format(" router={}", cfg.moe.router).c_str() : "", r.median_ms,
+                r.tokens / (r.median_ms / 1e3), model_flops / 1e9, gemm_gflops, mfu, gpu.flops / 1e12, peak_mib);
+    return 0;
   }
   std::printf("RESULT ms_per_step=%.3f tokens_per_s=%.1f model_gflops=%.2f gemm_gflops=%.2f sgemm_peak_gflops=%.2f\n",
               r.median_ms, r.tokens / (r.median_ms / 1e3), r.flops_per_step / (r.median_ms / 1e3) / 1e9, gemm_gflops,

@@ -12,6 +12,7 @@
 
 #include "backend/backend.hpp"
 #include "backend/cpu/gemm_bench.hpp"
+#include "backend/cuda_info.hpp"
 #include "backend/cuda_probe.hpp"
 #include "checkpoint/checkpoint.hpp"
 #include "core/error.hpp"
@@ -198,6 +199,10 @@ int train(const Config& cfg, const TrainerOptions& opts, std::shared_ptr<Comm> w
   if (backend->name() == "cpu") {
     // No datasheet peak for an arbitrary CPU: use what a large sgemm reaches here.
     peak_flops = cpu::measure_sgemm_gflops(1024, 1024, 1024, 3) * 1e9;
+  } else if (backend->name() == "cuda") {
+    const CudaPeak peak = cuda_fp32_peak(dist.local_rank);  // the GPU make_backend picked
+    peak_flops = peak.flops;
+    log->info("MFU against the {}", peak.detail);
   }
   log->info("competelm: {} backend, {} rank(s), model {} layers × {} d_model × {} heads, {:.2f}M parameters",
             backend->name(), dist.world, cfg.model.n_layer, cfg.model.d_model, cfg.model.n_head,

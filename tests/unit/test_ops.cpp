@@ -14,6 +14,7 @@
 #include "backend/cpu/cpu_backend.hpp"
 #include "backend/cpu/gemm_bench.hpp"
 #include "backend/cpu/simd.hpp"
+#include "backend/cuda_probe.hpp"
 #include "core/error.hpp"
 #include "core/rng.hpp"
 #include "fd_check.hpp"
@@ -649,12 +650,14 @@ TEST_CASE("cpu backend memory is zeroed and 64-byte aligned", "[ops]") {
 TEST_CASE("make_backend picks cpu and names unavailable or unknown devices", "[ops]") {
   CHECK(competelm::make_backend("cpu", 1)->name() == "cpu");
   const competelm::CudaProbe probe = competelm::probe_cuda();
-  if (!probe.built || probe.devices == 0) {
-    // No usable GPU: auto falls back to the CPU, and cuda says why it cannot run.
+  if (probe.built && probe.devices > 0) {  // a CUDA build on a GPU machine
+    // auto stays on the CPU until the CUDA backend is verified (make_backend.cpp).
+    CHECK(competelm::make_backend("cuda", 1)->name() == "cuda");
+  } else {
     CHECK(competelm::make_backend("auto", 1)->name() == "cpu");
     try {
       competelm::make_backend("cuda", 1);
-      FAIL("cuda backend without a GPU");
+      FAIL("cuda backend without CUDA or without a GPU");
     } catch (const competelm::Error& e) {
       CHECK_THAT(e.what(), Catch::Contains("run.device: cuda"));
       CHECK_THAT(e.hint(), Catch::Contains("cpu"));

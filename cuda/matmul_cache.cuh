@@ -1,0 +1,40 @@
+#pragma once
+// cuBLASLt descriptors and the chosen algorithm per GEMM configuration, so that a training
+// step's ~150 GEMMs skip the heuristic query after the first step. One algorithm per
+// configuration for the backend's lifetime also keeps the results bit-identical run to run.
+#include <cublasLt.h>
+
+#include <array>
+#include <cstdint>
+#include <map>
+
+namespace competelm::cuda {
+
+// (trans_a, trans_b, m, n, k, lda, ldb, ldd, has_bias, tf32, align A, B, D, bias): the pointer
+// alignments are part of the key because cuBLASLt picks kernels by them.
+using GemmKey = std::array<int64_t, 14>;
+
+struct GemmPlan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+};
+
+struct MatmulCache {
+  std::map<GemmKey, GemmPlan> plans;
+  MatmulCache() = default;
+  MatmulCache(const MatmulCache&) = delete;
+  MatmulCache& operator=(const MatmulCache&) = delete;
+  ~MatmulCache() {
+    for (auto& kv : plans) destroy(kv.second);
+  }
+  static void destroy(GemmPlan& p) noexcept {  // errors ignored: used on teardown paths
+    if (p.desc) cublasLtMatmulDescDestroy(p.desc);
+    if (p.a) cublasLtMatrixLayoutDestroy(p.a);
+    if (p.b) cublasLtMatrixLayoutDestroy(p.b);
+    if (p.d) cublasLtMatrixLayoutDestroy(p.d);
+    p = GemmPlan{};
+  }
+};
+
+}  // namespace competelm::cuda
