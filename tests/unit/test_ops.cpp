@@ -14,7 +14,6 @@
 #include "backend/cpu/cpu_backend.hpp"
 #include "backend/cpu/gemm_bench.hpp"
 #include "backend/cpu/simd.hpp"
-#include "backend/cuda_probe.hpp"
 #include "core/error.hpp"
 #include "core/rng.hpp"
 #include "fd_check.hpp"
