@@ -30,6 +30,8 @@
 
 using namespace competelm;
 using namespace competelm::gpu_testing;
+using competelm::testing::checkpoint_checksum;
+using competelm::testing::quiet;
 using competelm::testing::metric_values;
 using competelm::testing::TempDir;
 using competelm::testing::tiny_config;
@@ -123,22 +125,6 @@ void compare_model(const ModelMoe& moe, bool compete) {
   }
 }
 
-TrainerOptions quiet() {
-  TrainerOptions o;
-  o.quiet = true;
-  return o;
-}
-
-std::string checkpoint_checksum(const std::string& dir, const std::string& file) {
-  // meta.json lists every file's checksum: equal checksums ⇒ equal bytes.
-  std::ifstream in(dir + "/meta.json");
-  std::string text((std::istreambuf_iterator<char>(in)), {});
-  const auto pos = text.find("\"" + file + "\"");
-  REQUIRE(pos != std::string::npos);
-  const auto c = text.find("\"checksum\"", pos);
-  REQUIRE(c != std::string::npos);
-  return text.substr(c, 40);
-}
 
 const std::vector<std::string> kCompeteMoe = {"moe.n_experts=4", "moe.top_k=2", "moe.router=competesmoe",
                                               "moe.competition_rate=0.5", "moe.competition_warmup=0.1",

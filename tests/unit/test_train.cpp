@@ -15,24 +15,6 @@ using namespace competelm;
 using namespace competelm::testing;
 namespace fs = std::filesystem;
 
-namespace {
-TrainerOptions quiet() {
-  TrainerOptions o;
-  o.quiet = true;
-  return o;
-}
-std::string checkpoint_checksum(const std::string& dir, const std::string& file) {
-  // meta.json lists every file's checksum: equal checksums ⇒ equal bytes (bit-identical state).
-  std::ifstream in(dir + "/meta.json");
-  std::string text((std::istreambuf_iterator<char>(in)), {});
-  const auto p = text.find("\"" + file + "\"");
-  REQUIRE(p != std::string::npos);
-  const auto c = text.find("\"checksum\"", p);
-  REQUIRE(c != std::string::npos);
-  return text.substr(c, 40);
-}
-}  // namespace
-
 TEST_CASE("training on a learnable pattern lowers the loss", "[train]") {
   TempDir tmp("train-loss");
   write_pattern_shards(tmp.str(), 64, 40000, 4000);

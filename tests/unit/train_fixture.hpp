@@ -6,7 +6,10 @@
 #include <string>
 #include <vector>
 
+#include <catch2/catch.hpp>
+
 #include "config/config.hpp"
+#include "train/trainer.hpp"
 #include "core/rng.hpp"
 #include "data/shard.hpp"
 
@@ -76,6 +79,25 @@ inline std::vector<std::string> metric_values(const std::string& file, const std
     }
   }
   return out;
+}
+
+// Trainer options for tests: warnings and errors only on the console.
+inline TrainerOptions quiet() {
+  TrainerOptions o;
+  o.quiet = true;
+  return o;
+}
+
+// A file's checksum as listed in a checkpoint's meta.json: equal checksums ⇒ equal bytes
+// (bit-identical state).
+inline std::string checkpoint_checksum(const std::string& dir, const std::string& file) {
+  std::ifstream in(dir + "/meta.json");
+  std::string text((std::istreambuf_iterator<char>(in)), {});
+  const auto pos = text.find("\"" + file + "\"");
+  REQUIRE(pos != std::string::npos);
+  const auto c = text.find("\"checksum\"", pos);
+  REQUIRE(c != std::string::npos);
+  return text.substr(c, 40);
 }
 
 }  // namespace competelm::testing
