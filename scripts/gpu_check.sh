@@ -83,6 +83,9 @@ else
     run_step "bench_gpt2_124m_moe_$router" timeout 240 "$BENCH" configs/gpt2-124m-moe.yaml "${BENCH_ARGS[@]}" \
       --set moe.router=$router
   done
+  # The same MoE model in PyTorch (eager and torch.compile, fp32 and bf16 autocast): ours/torch tokens/s.
+  run_step bench_vs_torch_moe timeout 900 env BENCH="$BENCH" PYTHON="${PYTHON:-}" STEPS="${BENCH_STEPS:-5}" WARMUP=2 \
+    scripts/bench_vs_torch_gpu.sh configs/gpt2-124m-moe.yaml 16 1024
 fi
 
 cat "$SUMMARY"
