@@ -39,12 +39,4 @@ class SelfComm final : public Comm {
 
 std::unique_ptr<Comm> make_self_comm() { return std::make_unique<SelfComm>(); }
 
-std::string Comm::broadcast_string(const std::string& s, int root) {
-  int64_t n = static_cast<int64_t>(s.size());
-  broadcast(&n, sizeof(n), root);
-  std::string out = rank() == root ? s : std::string(static_cast<size_t>(n), '\0');
-  if (n > 0) broadcast(out.data(), static_cast<size_t>(n), root);
-  return out;
-}
-
 }  // namespace competelm
