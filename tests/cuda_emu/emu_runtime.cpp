@@ -1,0 +1,157 @@
+// Host implementation of the emulated CUDA runtime and cuBLASLt declared in shim/. The
+// emulator's state is global because CUDA's is (threadIdx, blockIdx, the current launch).
+#include "cublasLt.h"
+#include <map>
+#include <string>
+
+thread_local uint3 threadIdx, blockIdx;
+dim3 blockDim, gridDim;
+namespace emu {
+std::barrier<>* g_bar;
+std::vector<Warp>* g_warps;
+std::atomic<long> g_errors{0};
+size_t g_malloc_count = 0;
+bool g_serial = false;
+std::map<void*, size_t> g_allocs;
+void fail(const char* what) { std::fprintf(stderr, "EMU ERROR: %s\n", what); ++g_errors; }
+
+void run_blocks(const Cfg& c, const std::function<void()>& body) {
+  const unsigned threads = c.block.x * c.block.y * c.block.z;
+  if (c.block.y != 1 || c.block.z != 1) fail("2D/3D blocks not emulated");
+  if (threads == 0 || threads > 1024) fail("block size out of range");
+  if (c.grid.x == 0 || c.grid.y == 0 || c.grid.z == 0) fail("empty grid (cudaErrorInvalidConfiguration)");
+  if (c.grid.y > 65535 || c.grid.z > 65535) fail("grid.y/z > 65535");
+  if (c.shmem != 0) fail("dynamic shared memory not emulated");
+  if (c.s == nullptr) fail("launch on the legacy default stream");
+  gridDim = c.grid; blockDim = c.block;
+  if (g_serial) {  // kernels without barriers or shuffles: run every thread in turn on this thread
+    g_bar = nullptr; g_warps = nullptr;
+    for (unsigned bx = 0; bx < c.grid.x; ++bx) for (unsigned t = 0; t < threads; ++t) {
+      threadIdx = {t, 0, 0}; blockIdx = {bx, 0, 0}; body(); }
+    return;
+  }
+  for (unsigned bz = 0; bz < c.grid.z; ++bz)
+    for (unsigned by = 0; by < c.grid.y; ++by)
+      for (unsigned bx = 0; bx < c.grid.x; ++bx) {
+        std::barrier<> bar(threads); g_bar = &bar;
+        std::vector<Warp> warps((threads + 31) / 32);
+        for (unsigned w = 0; w < warps.size(); ++w) {
+          warps[w].bar = std::make_unique<std::barrier<>>(std::min(32u, threads - 32 * w));
+          for (bool& e : warps[w].exited) e = false;
+        }
+        g_warps = &warps;
+        std::vector<std::thread> th; th.reserve(threads);
+        for (unsigned t = 0; t < threads; ++t)
+          th.emplace_back([&, t] {
+            threadIdx = {t, 0, 0}; blockIdx = {bx, by, bz};
+            body();
+            warps[t / 32].exited[t % 32] = true;
+            warps[t / 32].bar->arrive_and_drop();
+            bar.arrive_and_drop();
+          });
+        for (auto& x : th) x.join();
+      }
+}
+}  // namespace emu
+
+struct CUstream_st { int dummy; };
+static CUstream_st g_stream;
+cudaError_t cudaMalloc(void** p, size_t bytes) {
+  *p = std::malloc(bytes);
+  std::memset(*p, 0xFF, bytes);  // fresh device memory is garbage: NaN-poison it
+  emu::g_allocs[*p] = bytes; ++emu::g_malloc_count;
+  return cudaSuccess;
+}
+cudaError_t cudaFree(void* p) { if (p) { if (!emu::g_allocs.erase(p)) emu::fail("cudaFree of unknown pointer"); std::free(p); } return cudaSuccess; }
+cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t) { std::memset(p, v, n); return cudaSuccess; }
+cudaError_t cudaMemset(void* p, int v, size_t n) { std::memset(p, v, n); return cudaSuccess; }
+cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind, cudaStream_t) { std::memcpy(d, s, n); return cudaSuccess; }
+cudaError_t cudaMemcpy(void* d, const void* s, size_t n, cudaMemcpyKind) { std::memcpy(d, s, n); return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+cudaError_t cudaStreamCreate(cudaStream_t* s) { *s = &g_stream; return cudaSuccess; }
+cudaError_t cudaStreamDestroy(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaGetDeviceCount(int* c) { *c = 1; return cudaSuccess; }
+cudaError_t cudaSetDevice(int) { return cudaSuccess; }
+cudaError_t cudaGetLastError() { return cudaSuccess; }
+const char* cudaGetErrorName(cudaError_t) { return "cudaErrorEmu"; }
+const char* cudaGetErrorString(cudaError_t) { return "emu"; }
+
+// ---- cuBLASLt ----
+struct EmuLtHandle { int x; };
+struct EmuLtDesc { cublasComputeType_t ct; int32_t ta = CUBLAS_OP_N, tb = CUBLAS_OP_N; uint32_t epi = CUBLASLT_EPILOGUE_DEFAULT; const float* bias = nullptr; int32_t bias_type = -1; };
+struct EmuLtLayout { uint64_t rows, cols; int64_t ld; };
+struct EmuLtPref { uint64_t ws = 0; uint32_t al[4] = {256, 256, 256, 256}; };
+static EmuLtHandle g_lt;
+cublasStatus_t cublasLtCreate(cublasLtHandle_t* h) { *h = &g_lt; return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasLtDestroy(cublasLtHandle_t) { return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t* d, cublasComputeType_t ct, cudaDataType_t st) {
+  if (st != CUDA_R_32F) emu::fail("scale type must be CUDA_R_32F for COMPUTE_32F");
+  *d = new EmuLtDesc{ct}; return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t d) { delete d; return CUBLAS_STATUS_SUCCESS; }
+// Documented attribute types: TRANSA/TRANSB int32_t (cublasOperation_t), EPILOGUE uint32_t,
+// BIAS_POINTER void*, BIAS_DATA_TYPE int32_t (cudaDataType).
+cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t a, const void* v, size_t n) {
+  auto need = [&](size_t s) { if (n != s) { emu::fail("desc attribute size mismatch"); return false; } return true; };
+  switch (a) {
+    case CUBLASLT_MATMUL_DESC_TRANSA: if (need(4)) std::memcpy(&d->ta, v, 4); break;
+    case CUBLASLT_MATMUL_DESC_TRANSB: if (need(4)) std::memcpy(&d->tb, v, 4); break;
+    case CUBLASLT_MATMUL_DESC_EPILOGUE: if (need(4)) std::memcpy(&d->epi, v, 4); break;
+    case CUBLASLT_MATMUL_DESC_BIAS_POINTER: if (need(sizeof(void*))) std::memcpy(&d->bias, v, sizeof(void*)); break;
+    case CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE: if (need(4)) std::memcpy(&d->bias_type, v, 4); break;
+    default: emu::fail("unemulated desc attribute");
+  }
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t* l, cudaDataType t, uint64_t r, uint64_t c, int64_t ld) {
+  if (t != CUDA_R_32F) emu::fail("layout type");
+  // Docs: column-major by default; ld must be >= rows (and > 0).
+  if (ld < int64_t(r) || ld <= 0) emu::fail("layout: ld < rows");
+  *l = new EmuLtLayout{r, c, ld}; return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t l) { delete l; return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t* p) { *p = new EmuLtPref; return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t p) { delete p; return CUBLAS_STATUS_SUCCESS; }
+// Documented: MAX_WORKSPACE_BYTES uint64_t, MIN_ALIGNMENT_*_BYTES uint32_t.
+cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t p, cublasLtMatmulPreferenceAttributes_t a, const void* v, size_t n) {
+  if (a == CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES) { if (n != 8) emu::fail("pref ws size"); else std::memcpy(&p->ws, v, 8); }
+  else if (a >= CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES && a <= CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES) {
+    if (n != 4) emu::fail("pref align size"); else std::memcpy(&p->al[a - 5], v, 4); }
+  else emu::fail("unemulated pref attribute");
+  return CUBLAS_STATUS_SUCCESS;
+}
+struct EmuAlgo { const EmuLtPref* pref; };
+cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDesc_t, cublasLtMatrixLayout_t, cublasLtMatrixLayout_t,
+  cublasLtMatrixLayout_t, cublasLtMatrixLayout_t, cublasLtMatmulPreference_t p, int req, cublasLtMatmulHeuristicResult_t* r, int* found) {
+  if (req < 1) emu::fail("heuristic count");
+  *r = {}; std::memcpy(r->algo.data, p->al, sizeof(p->al)); r->state = CUBLAS_STATUS_SUCCESS; *found = 1;
+  return CUBLAS_STATUS_SUCCESS;
+}
+static bool aligned(const void* p, uint32_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; }
+cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const void* alpha_, const void* A_, cublasLtMatrixLayout_t la,
+  const void* B_, cublasLtMatrixLayout_t lb, const void* beta_, const void* C_, cublasLtMatrixLayout_t lc, void* D_, cublasLtMatrixLayout_t ld,
+  const cublasLtMatmulAlgo_t* algo, void* ws, size_t wsb, cudaStream_t) {
+  const float alpha = *static_cast<const float*>(alpha_), beta = *static_cast<const float*>(beta_);
+  const float *A = static_cast<const float*>(A_), *B = static_cast<const float*>(B_), *C = static_cast<const float*>(C_);
+  float* D = static_cast<float*>(D_);
+  uint32_t al[4]; std::memcpy(al, algo->data, sizeof(al));
+  if (!aligned(A, al[0]) || !aligned(B, al[1]) || !aligned(C, al[2]) || !aligned(D, al[3])) emu::fail("pointer less aligned than the algo's min alignment");
+  if (wsb && !ws) emu::fail("workspace");
+  // op(A) is (m,k), op(B) is (k,n), C and D are (m,n).
+  const uint64_t m = d->ta == CUBLAS_OP_N ? la->rows : la->cols, k = d->ta == CUBLAS_OP_N ? la->cols : la->rows;
+  const uint64_t kb = d->tb == CUBLAS_OP_N ? lb->rows : lb->cols, n = d->tb == CUBLAS_OP_N ? lb->cols : lb->rows;
+  if (kb != k || ld->rows != m || ld->cols != n || lc->rows != m || lc->cols != n) { emu::fail("matmul shape mismatch"); return CUBLAS_STATUS_INVALID_VALUE; }
+  if (d->epi == CUBLASLT_EPILOGUE_BIAS && (!d->bias || d->bias_type != CUDA_R_32F)) emu::fail("bias epilogue without bias pointer/type");
+  auto a = [&](uint64_t i, uint64_t j) { return d->ta == CUBLAS_OP_N ? A[i + j * la->ld] : A[j + i * la->ld]; };
+  auto b = [&](uint64_t i, uint64_t j) { return d->tb == CUBLAS_OP_N ? B[i + j * lb->ld] : B[j + i * lb->ld]; };
+  std::vector<float> out(m * n);
+  for (uint64_t j = 0; j < n; ++j)
+    for (uint64_t i = 0; i < m; ++i) {
+      double s = 0; for (uint64_t p = 0; p < k; ++p) s += double(a(i, p)) * b(p, j);
+      double v = alpha * s;
+      if (beta != 0.0f) v += double(beta) * C[i + j * lc->ld];  // beta == 0: C is not read (may be NaN)
+      if (d->epi == CUBLASLT_EPILOGUE_BIAS) v += d->bias[i];  // bias: one per row of D
+      out[i + j * m] = float(v);
+    }
+  for (uint64_t j = 0; j < n; ++j) for (uint64_t i = 0; i < m; ++i) D[i + j * ld->ld] = out[i + j * m];
+  return CUBLAS_STATUS_SUCCESS;
+}

@@ -1,0 +1,98 @@
+#pragma once
+// Host emulation of the CUDA runtime for tests/cuda_emu: device memory is host memory, a launch
+// runs each block in turn with one std::thread per CUDA thread, so that __syncthreads (a block
+// barrier) and warp shuffles (a per-warp barrier and exchange slots) behave as on a GPU. Misuse
+// that a GPU would reject or leave undefined (bad launch shapes, reading an exited lane) is
+// counted in emu::g_errors and fails the test. Only 1-D blocks and static shared memory.
+#include <algorithm>
+#include <barrier>
+#include <atomic>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <thread>
+#include <vector>
+#include <mutex>
+#include <functional>
+#include <type_traits>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __shared__ static
+#define __launch_bounds__(...)
+#define __restrict__
+
+struct dim3 {
+  unsigned x = 1, y = 1, z = 1;
+  dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
+};
+struct uint3 { unsigned x = 0, y = 0, z = 0; };
+extern thread_local uint3 threadIdx, blockIdx;
+extern dim3 blockDim, gridDim;
+
+typedef struct CUstream_st* cudaStream_t;
+enum cudaError_t { cudaSuccess = 0, cudaErrorMemoryAllocation = 2, cudaErrorInvalidValue = 1 };
+enum cudaMemcpyKind { cudaMemcpyHostToHost, cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost, cudaMemcpyDeviceToDevice, cudaMemcpyDefault };
+enum cudaDataType { CUDA_R_32F = 0, CUDA_R_16F = 2 };
+typedef cudaDataType cudaDataType_t;
+
+namespace emu {
+void fail(const char* what);
+struct Warp { std::unique_ptr<std::barrier<>> bar; double vals[32]; bool exited[32]; };
+extern std::barrier<>* g_bar;
+extern std::vector<Warp>* g_warps;
+extern std::atomic<long> g_errors;
+extern size_t g_malloc_count;
+// Run a launch's threads one after another on the calling thread: much faster, and exact for
+// kernels with no barrier or shuffle (g_bar / g_warps are null then, so using one crashes).
+extern bool g_serial;
+template <class T> T shfl(T v, int src) {
+  Warp& w = (*g_warps)[threadIdx.x / 32];
+  w.vals[threadIdx.x % 32] = double(v);
+  w.bar->arrive_and_wait();
+  if (w.exited[src & 31]) { std::fprintf(stderr, "EMU: shuffle reads an exited lane\n"); ++g_errors; }
+  T r = T(w.vals[src & 31]);
+  w.bar->arrive_and_wait();
+  return r;
+}
+struct Cfg { dim3 grid; dim3 block; size_t shmem; cudaStream_t s; };
+void run_blocks(const Cfg& c, const std::function<void()>& body);
+}  // namespace emu
+
+// Target of the launches that tests/cuda_emu/rewrite_launches.sed writes; converts the arguments
+// to the kernel's parameter types as a real launch would.
+template <class... P, class... A>
+void emu_launch(void (*k)(P...), emu::Cfg c, A... a) {
+  emu::run_blocks(c, [=] { k(P(a)...); });
+}
+
+inline void __syncthreads() { emu::g_bar->arrive_and_wait(); }
+template <class T> T __shfl_sync(unsigned, T v, int src) { return emu::shfl(v, src); }
+template <class T> T __shfl_xor_sync(unsigned, T v, int o) { return emu::shfl(v, int(threadIdx.x % 32) ^ o); }
+template <class T> T __shfl_down_sync(unsigned, T v, unsigned o) { int s = int(threadIdx.x % 32) + int(o); return emu::shfl(v, s < 32 ? s : int(threadIdx.x % 32)); }
+template <class A, class B> inline auto min(A a, B b) { return a < b ? a : b; }
+template <class A, class B> inline auto max(A a, B b) { return a > b ? a : b; }
+inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+
+cudaError_t cudaMalloc(void** p, size_t bytes);
+template <class T> cudaError_t cudaMalloc(T** p, size_t bytes) { return cudaMalloc(reinterpret_cast<void**>(p), bytes); }
+cudaError_t cudaFree(void* p);
+cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t s = nullptr);
+cudaError_t cudaMemset(void* p, int v, size_t n);
+cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind k, cudaStream_t st = nullptr);
+cudaError_t cudaMemcpy(void* d, const void* s, size_t n, cudaMemcpyKind k);
+cudaError_t cudaStreamSynchronize(cudaStream_t);
+cudaError_t cudaDeviceSynchronize();
+cudaError_t cudaStreamCreate(cudaStream_t*);
+cudaError_t cudaStreamDestroy(cudaStream_t);
+cudaError_t cudaGetDeviceCount(int*);
+cudaError_t cudaSetDevice(int);
+cudaError_t cudaGetLastError();
+const char* cudaGetErrorName(cudaError_t);
+const char* cudaGetErrorString(cudaError_t);
