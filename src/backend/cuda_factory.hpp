@@ -1,6 +1,6 @@
 #pragma once
 // The CUDA backend's entry point, callable from host-only code. Defined in cuda/ when the
-// build has nvcc; otherwise a stub that explains how to get it (cuda_factory_stub.cpp).
+// build has nvcc; otherwise a fallback that explains how to get it (cuda_factory_stub.cpp).
 #include <memory>
 
 #include "backend/backend.hpp"
