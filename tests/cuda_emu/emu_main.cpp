@@ -1,11 +1,12 @@
 // competelm-cuda-emu: the CUDA backend's core ops (encoder, layernorm, pointwise, cross-entropy,
 // optimizer, matmul), compiled from the real cuda/*.cu sources against the emulating shim, against
-// the CPU backend as oracle. Exit status 1 on any mismatch or any launch the emulator rejects
+// the CPU backend as oracle; `competelm-cuda-emu moe` runs the MoE ops instead (emu_moe.cpp). Exit status 1 on any mismatch or any launch the emulator rejects
 // (emu::g_errors: bad launch configuration, shuffle from an exited lane, cuBLASLt misuse).
 #include <array>
 #include <cmath>
 #include <cstdio>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "backend/cpu/ops.hpp"
@@ -68,7 +69,14 @@ struct Dev {
 
 }  // namespace
 
-int main() {
+int run_moe_checks();  // emu_moe.cpp
+
+int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "moe") {
+    const int failures = run_moe_checks();
+    std::printf("emulator errors: %ld\n", emu::g_errors.load());
+    return failures || emu::g_errors.load() ? 1 : 0;
+  }
   Harness h;
   cuda::CudaBackend be(0);
   Dev d{be};

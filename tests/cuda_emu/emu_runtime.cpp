@@ -1,6 +1,7 @@
 // Host implementation of the emulated CUDA runtime and cuBLASLt declared in shim/. The
 // emulator's state is global because CUDA's is (threadIdx, blockIdx, the current launch).
 #include "cublasLt.h"
+#include <semaphore>
 #include <map>
 #include <string>
 
@@ -12,8 +13,41 @@ std::vector<Warp>* g_warps;
 std::atomic<long> g_errors{0};
 size_t g_malloc_count = 0;
 bool g_serial = false;
+unsigned char* g_dyn_smem = nullptr;
+std::mutex g_atomic;
 std::map<void*, size_t> g_allocs;
 void fail(const char* what) { std::fprintf(stderr, "EMU ERROR: %s\n", what); ++g_errors; }
+
+// The CUDA threads of a block: worker threads kept across launches (creating up to 1024 threads
+// per block would dominate the run time). run(n, f) calls f(t) on workers t = 0..n-1 and returns
+// when all have finished.
+class Pool {
+ public:
+  void run(unsigned n, const std::function<void(unsigned)>& f) {
+    while (workers_.size() < n) {
+      workers_.push_back(std::make_unique<Worker>());
+      Worker& w = *workers_.back();
+      const unsigned id = unsigned(workers_.size() - 1);
+      w.th = std::thread([this, &w, id] { for (;;) { w.go.acquire(); if (stop_) return; (*job_)(id); if (--remaining_ == 0) done_.release(); } });
+    }
+    job_ = &f; remaining_ = n;
+    for (unsigned t = 0; t < n; ++t) workers_[t]->go.release();  // wakes only the block's threads
+    done_.acquire();
+  }
+  ~Pool() {
+    stop_ = true;
+    for (auto& w : workers_) { w->go.release(); w->th.join(); }
+  }
+
+ private:
+  struct Worker { std::binary_semaphore go{0}; std::thread th; };
+  std::vector<std::unique_ptr<Worker>> workers_;
+  const std::function<void(unsigned)>* job_ = nullptr;  // set before any worker is released
+  std::atomic<unsigned> remaining_{0};
+  std::binary_semaphore done_{0};
+  std::atomic<bool> stop_{false};
+};
+Pool& pool() { static Pool p; return p; }
 
 void run_blocks(const Cfg& c, const std::function<void()>& body) {
   const unsigned threads = c.block.x * c.block.y * c.block.z;
@@ -21,9 +55,11 @@ void run_blocks(const Cfg& c, const std::function<void()>& body) {
   if (threads == 0 || threads > 1024) fail("block size out of range");
   if (c.grid.x == 0 || c.grid.y == 0 || c.grid.z == 0) fail("empty grid (cudaErrorInvalidConfiguration)");
   if (c.grid.y > 65535 || c.grid.z > 65535) fail("grid.y/z > 65535");
-  if (c.shmem != 0) fail("dynamic shared memory not emulated");
+  if (c.shmem > 48 * 1024) fail("dynamic shared memory > 48 KiB without cudaFuncSetAttribute");
   if (c.s == nullptr) fail("launch on the legacy default stream");
   gridDim = c.grid; blockDim = c.block;
+  std::vector<unsigned char> dyn(c.shmem + 1);  // + 1: never a null pointer
+  g_dyn_smem = dyn.data();
   if (g_serial) {  // kernels without barriers or shuffles: run every thread in turn on this thread
     g_bar = nullptr; g_warps = nullptr;
     for (unsigned bx = 0; bx < c.grid.x; ++bx) for (unsigned t = 0; t < threads; ++t) {
@@ -33,6 +69,7 @@ void run_blocks(const Cfg& c, const std::function<void()>& body) {
   for (unsigned bz = 0; bz < c.grid.z; ++bz)
     for (unsigned by = 0; by < c.grid.y; ++by)
       for (unsigned bx = 0; bx < c.grid.x; ++bx) {
+        std::fill(dyn.begin(), dyn.end(), 0xFF);  // fresh shared memory is garbage: NaN-poison it
         std::barrier<> bar(threads); g_bar = &bar;
         std::vector<Warp> warps((threads + 31) / 32);
         for (unsigned w = 0; w < warps.size(); ++w) {
@@ -40,16 +77,13 @@ void run_blocks(const Cfg& c, const std::function<void()>& body) {
           for (bool& e : warps[w].exited) e = false;
         }
         g_warps = &warps;
-        std::vector<std::thread> th; th.reserve(threads);
-        for (unsigned t = 0; t < threads; ++t)
-          th.emplace_back([&, t] {
-            threadIdx = {t, 0, 0}; blockIdx = {bx, by, bz};
-            body();
-            warps[t / 32].exited[t % 32] = true;
-            warps[t / 32].bar->arrive_and_drop();
-            bar.arrive_and_drop();
-          });
-        for (auto& x : th) x.join();
+        pool().run(threads, [&](unsigned t) {
+          threadIdx = {t, 0, 0}; blockIdx = {bx, by, bz};
+          body();
+          warps[t / 32].exited[t % 32] = true;
+          warps[t / 32].bar->arrive_and_drop();
+          bar.arrive_and_drop();
+        });
       }
 }
 }  // namespace emu

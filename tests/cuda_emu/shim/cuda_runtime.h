@@ -3,7 +3,9 @@
 // runs each block in turn with one std::thread per CUDA thread, so that __syncthreads (a block
 // barrier) and warp shuffles (a per-warp barrier and exchange slots) behave as on a GPU. Misuse
 // that a GPU would reject or leave undefined (bad launch shapes, reading an exited lane) is
-// counted in emu::g_errors and fails the test. Only 1-D blocks and static shared memory.
+// counted in emu::g_errors and fails the test. Only 1-D blocks. Dynamic shared memory
+// (`extern __shared__ T name[];`, rewritten by rewrite_launches.sed) is a per-block buffer of the
+// launch's byte count, poisoned like fresh shared memory.
 #include <algorithm>
 #include <barrier>
 #include <atomic>
@@ -52,6 +54,10 @@ extern size_t g_malloc_count;
 // Run a launch's threads one after another on the calling thread: much faster, and exact for
 // kernels with no barrier or shuffle (g_bar / g_warps are null then, so using one crashes).
 extern bool g_serial;
+// The current block's dynamic shared memory (the launch's third <<<>>> argument, in bytes).
+extern unsigned char* g_dyn_smem;
+inline void* dyn_smem() { return g_dyn_smem; }
+extern std::mutex g_atomic;
 template <class T> T shfl(T v, int src) {
   Warp& w = (*g_warps)[threadIdx.x / 32];
   w.vals[threadIdx.x % 32] = double(v);
@@ -76,6 +82,24 @@ inline void __syncthreads() { emu::g_bar->arrive_and_wait(); }
 template <class T> T __shfl_sync(unsigned, T v, int src) { return emu::shfl(v, src); }
 template <class T> T __shfl_xor_sync(unsigned, T v, int o) { return emu::shfl(v, int(threadIdx.x % 32) ^ o); }
 template <class T> T __shfl_down_sync(unsigned, T v, unsigned o) { int s = int(threadIdx.x % 32) + int(o); return emu::shfl(v, s < 32 ? s : int(threadIdx.x % 32)); }
+// Every lane of `mask` passes v; the mask of those lanes whose v equals this lane's.
+template <class T> unsigned __match_any_sync(unsigned mask, T v) {
+  static_assert(sizeof(T) <= 4, "exchanged through a double: exact for 32-bit values");
+  emu::Warp& w = (*emu::g_warps)[threadIdx.x / 32];
+  w.vals[threadIdx.x % 32] = double(v);
+  w.bar->arrive_and_wait();
+  unsigned m = 0;
+  for (int l = 0; l < 32; ++l) {
+    if (!(mask >> l & 1u)) continue;
+    if (w.exited[l]) { std::fprintf(stderr, "EMU: __match_any_sync names an exited lane\n"); ++emu::g_errors; continue; }
+    if (T(w.vals[l]) == v) m |= 1u << l;
+  }
+  w.bar->arrive_and_wait();
+  return m;
+}
+inline int __popc(unsigned x) { return __builtin_popcount(x); }
+// Global and shared memory alike: one lock for all, since blocks run one at a time.
+template <class T> T atomicAdd(T* p, T v) { std::lock_guard<std::mutex> l(emu::g_atomic); const T o = *p; *p = o + v; return o; }
 template <class A, class B> inline auto min(A a, B b) { return a < b ? a : b; }
 template <class A, class B> inline auto max(A a, B b) { return a > b ? a : b; }
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
