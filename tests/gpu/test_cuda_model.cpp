@@ -34,6 +34,7 @@ using competelm::testing::checkpoint_checksum;
 using competelm::testing::quiet;
 using competelm::testing::metric_values;
 using competelm::testing::TempDir;
+using competelm::testing::train_resumed_from;
 using competelm::testing::tiny_config;
 using competelm::testing::write_pattern_shards;
 namespace fs = std::filesystem;
@@ -217,12 +218,7 @@ void check_deterministic_and_resume(const std::vector<std::string>& extra) {
 
   // Interrupted: a fresh run dir holding only the step-4 checkpoint, resumed to the end.
   Config resumed = config("resumed");
-  fs::create_directories(resumed.run.dir + "/checkpoints");
-  fs::copy(ckpts[0], resumed.run.dir + "/checkpoints/" + fs::path(ckpts[0]).filename().string(),
-           fs::copy_options::recursive);
-  TrainerOptions o = quiet();
-  o.resume = true;
-  REQUIRE(train(resumed, o) == 0);
+  REQUIRE(train_resumed_from(ckpts[0], resumed) == 0);
   const auto b = metric_values(resumed.run.dir + "/metrics.jsonl", "loss");
   REQUIRE(b.size() == 4);  // steps 5..8
   for (int i = 0; i < 4; ++i) CHECK(a[4 + i] == b[i]);

@@ -42,12 +42,7 @@ TEST_CASE("a resumed run continues bit-for-bit", "[train][resume]") {
   REQUIRE(ckpts.size() == 2);
   // Interrupted: a fresh run dir that holds only the step-4 checkpoint, resumed to the end.
   Config resumed = tiny_config(tmp.str(), {"run.dir=" + tmp.str() + "/resumed"});
-  fs::create_directories(resumed.run.dir + "/checkpoints");
-  fs::copy(ckpts[0], resumed.run.dir + "/checkpoints/" + fs::path(ckpts[0]).filename().string(),
-           fs::copy_options::recursive);
-  TrainerOptions o = quiet();
-  o.resume = true;
-  REQUIRE(train(resumed, o) == 0);
+  REQUIRE(train_resumed_from(ckpts[0], resumed) == 0);
 
   const auto a = metric_values(full.run.dir + "/metrics.jsonl", "loss");
   const auto b = metric_values(resumed.run.dir + "/metrics.jsonl", "loss");
@@ -169,12 +164,7 @@ TEST_CASE("a CompeteSMoE run competes on its schedule, logs per-layer metrics an
   REQUIRE(ckpts.size() == 2);
   CHECK(fs::exists(ckpts[0] + "/competition_schedule.txt"));
   Config resumed = tiny_config(tmp.str(), with({"run.dir=" + tmp.str() + "/resumed"}));
-  fs::create_directories(resumed.run.dir + "/checkpoints");
-  fs::copy(ckpts[0], resumed.run.dir + "/checkpoints/" + fs::path(ckpts[0]).filename().string(),
-           fs::copy_options::recursive);
-  TrainerOptions o = quiet();
-  o.resume = true;
-  REQUIRE(train(resumed, o) == 0);
+  REQUIRE(train_resumed_from(ckpts[0], resumed) == 0);
   const auto a = metric_values(metrics, "loss");
   const auto b = metric_values(resumed.run.dir + "/metrics.jsonl", "loss");
   REQUIRE(b.size() == 4);

@@ -88,6 +88,18 @@ inline TrainerOptions quiet() {
   return o;
 }
 
+// An interrupted run: cfg's run dir is given only `checkpoint` (copied into its checkpoints/)
+// and trained with --resume to cfg.train.steps. Returns the trainer's exit code.
+inline int train_resumed_from(const std::string& checkpoint, const Config& cfg) {
+  namespace fs = std::filesystem;
+  fs::create_directories(cfg.run.dir + "/checkpoints");
+  fs::copy(checkpoint, cfg.run.dir + "/checkpoints/" + fs::path(checkpoint).filename().string(),
+           fs::copy_options::recursive);
+  TrainerOptions o = quiet();
+  o.resume = true;
+  return train(cfg, o);
+}
+
 // A file's checksum as listed in a checkpoint's meta.json: equal checksums ⇒ equal bytes
 // (bit-identical state).
 inline std::string checkpoint_checksum(const std::string& dir, const std::string& file) {
