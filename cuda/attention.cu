@@ -48,7 +48,7 @@ constexpr int kTile = kWarp;  // columns (keys, or queries in dK/dV) per inner t
 
 template <int HS>
 struct Geometry {
-  static_assert(HS == 16 || HS == 32 || HS == 64 || HS == 128, "head size must be 16, 32, 64 or 128");
+  static_assert(HS == 8 || HS == 16 || HS == 32 || HS == 64 || HS == 128, "head size must be 8, 16, 32, 64 or 128");
   // Rows (one per warp) per block: fewer for hs = 128 so that static shared memory fits 48 KiB.
   static constexpr int kRows = HS >= 128 ? 8 : 16;
   static constexpr int kThreads = kRows * kWarp;
@@ -355,8 +355,8 @@ int head_size(int B, int T, int C, int NH) {
   if (B < 0 || T < 0 || NH <= 0 || C <= 0 || C % NH != 0)
     fail("cuda attention: invalid shape B={} T={} C={} NH={} (C must be a positive multiple of NH)", B, T, C, NH);
   const int hs = C / NH;
-  if (hs != 16 && hs != 32 && hs != 64 && hs != 128)
-    fail("cuda attention: head size C/NH = {}/{} = {} is not supported (16, 32, 64 or 128)", C, NH, hs);
+  if (hs != 8 && hs != 16 && hs != 32 && hs != 64 && hs != 128)
+    fail("cuda attention: head size C/NH = {}/{} = {} is not supported (8, 16, 32, 64 or 128)", C, NH, hs);
   return hs;
 }
 
@@ -374,6 +374,7 @@ void CudaBackend::attention_forward(float* out, float* att, const float* qkv, in
   const int hs = head_size(B, T, C, NH);
   if (B == 0 || T == 0) return;
   switch (hs) {
+    case 8: forward_hs<8>(stream(), out, att, qkv, B, T, C, NH); break;
     case 16: forward_hs<16>(stream(), out, att, qkv, B, T, C, NH); break;
     case 32: forward_hs<32>(stream(), out, att, qkv, B, T, C, NH); break;
     case 64: forward_hs<64>(stream(), out, att, qkv, B, T, C, NH); break;
@@ -386,6 +387,7 @@ void CudaBackend::attention_backward(float* dqkv, float* scratch, const float* d
   const int hs = head_size(B, T, C, NH);
   if (B == 0 || T == 0) return;
   switch (hs) {
+    case 8: backward_hs<8>(stream(), dqkv, scratch, dout, qkv, att, B, T, C, NH); break;
     case 16: backward_hs<16>(stream(), dqkv, scratch, dout, qkv, att, B, T, C, NH); break;
     case 32: backward_hs<32>(stream(), dqkv, scratch, dout, qkv, att, B, T, C, NH); break;
     case 64: backward_hs<64>(stream(), dqkv, scratch, dout, qkv, att, B, T, C, NH); break;

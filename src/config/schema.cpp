@@ -29,7 +29,7 @@ std::vector<KeySpec> build_keys() {
       K(run, dir, "Run directory: checkpoints, logs and the resolved config go here",
         .non_empty = true),
       K(run, seed, "Random seed for initialisation, data order and sampling"),
-      K(run, device, "Compute device: cpu, cuda (the CUDA backend: compiled, not yet verified on a GPU), or auto (the CPU until the CUDA backend has passed scripts/gpu_check.sh, then CUDA when a GPU is visible)",
+      K(run, device, "Compute device: cpu, cuda, or auto (CUDA when this build has it and a GPU is visible, else the CPU)",
         .allowed = {"auto", "cpu", "cuda"}),
       K(run, threads, "OpenMP/BLAS threads on the CPU backend (0 = all cores)", .min = 0.0),
       // ---- model ----

@@ -14,6 +14,7 @@
 #include <limits>
 #include <vector>
 
+#include "backend/cuda_factory.hpp"
 #include "backend/cuda_info.hpp"
 #include "core/error.hpp"
 #include "gpu_compare.hpp"
@@ -95,7 +96,9 @@ TEST_CASE("cuda memory: zeroed alloc, round trips, zero, accounting, bad dealloc
 }
 
 TEST_CASE("cuda backend on a device that does not exist names it", "[cuda][memory]") {
-  REQUIRE_THROWS_WITH(make_backend("cuda", 0, 977), Catch::Contains("977"));
+  // make_backend maps a rank's local GPU index onto the visible ones (977 % count): the
+  // backend itself must refuse an index that does not exist, naming it.
+  REQUIRE_THROWS_WITH(make_cuda_backend(977), Catch::Contains("977"));
 }
 
 // ---- embeddings -----------------------------------------------------------------------------

@@ -650,8 +650,8 @@ TEST_CASE("make_backend picks cpu and names unavailable or unknown devices", "[o
   CHECK(competelm::make_backend("cpu", 1)->name() == "cpu");
   const competelm::CudaProbe probe = competelm::probe_cuda();
   if (probe.built && probe.devices > 0) {  // a CUDA build on a GPU machine
-    // auto stays on the CPU until the CUDA backend is verified (make_backend.cpp).
     CHECK(competelm::make_backend("cuda", 1)->name() == "cuda");
+    CHECK(competelm::make_backend("auto", 1)->name() == "cuda");
   } else {
     CHECK(competelm::make_backend("auto", 1)->name() == "cpu");
     try {
