@@ -1,7 +1,8 @@
 #pragma once
 // The CUDA backend: the Backend op interface on one GPU, fp32 tensors in device memory
-// (parameters, gradients, activations, optimizer state), GEMMs through cuBLASLt (TF32 off by
-// default so that results track the CPU oracle; see set_tf32), custom kernels for the rest.
+// (parameters, gradients, activations, optimizer state), GEMMs through cuBLASLt, custom
+// kernels for the rest. Precision (backend.hpp) picks what the matrix products compute in:
+// fp32 by default (results track the CPU oracle), tf32 or bf16 tensor-core operands.
 // Every op is enqueued on one stream; the host waits only where a value is needed there
 // (download, ops returning a double). No float atomics: deterministic run to run.
 //
@@ -33,8 +34,11 @@ class CudaBackend final : public Backend {
   std::string name() const override { return "cuda"; }
   int device() const { return device_; }
   cudaStream_t stream() const { return stream_; }
-  // TF32 tensor-core GEMMs (faster, ~1e-3 relative error); off by default.
-  void set_tf32(bool on) { tf32_ = on; }
+  // fp32 (default): exact fp32 GEMMs and attention. tf32: GEMM operands rounded to TF32
+  // (~1e-3 relative). bf16: GEMM and attention operands rounded to bf16 (~4e-3 relative),
+  // fp32 accumulation, tensor-core attention (attention_tc.cu).
+  void set_precision(Precision p) override { precision_ = p; }
+  Precision precision() const override { return precision_; }
   // Peak device memory held so far, in bytes: alloc() plus the backend's own scratch and
   // cuBLASLt workspace (everything this backend cudaMallocs).
   size_t peak_bytes() const { return peak_bytes_; }
@@ -131,7 +135,7 @@ class CudaBackend final : public Backend {
   cublasLtHandle_t lt() const { return lt_; }
   void* lt_workspace() const { return lt_workspace_; }
   size_t lt_workspace_bytes() const { return lt_workspace_bytes_; }
-  bool tf32() const { return tf32_; }
+
   // Device scratch of at least `bytes` (grown on demand, reused by every op: ops on one
   // stream never overlap). Valid until the next call.
   void* scratch(size_t bytes);
@@ -156,7 +160,7 @@ class CudaBackend final : public Backend {
   size_t lt_workspace_bytes_ = 0;
   void* scratch_ = nullptr;
   size_t scratch_bytes_ = 0;
-  bool tf32_ = false;
+  Precision precision_ = Precision::fp32;
   size_t live_bytes_ = 0, peak_bytes_ = 0;
   std::unordered_map<void*, size_t> sizes_;  // alloc()ed blocks still live → bytes
   std::unique_ptr<MatmulCache> matmul_cache_;

@@ -21,9 +21,19 @@ int fp32_lanes_per_sm(int major, int minor) {
   return 128;
 }
 
+// Dense bf16 tensor-core FLOP per clock per SM with fp32 accumulation (datasheet peak /
+// (SMs × boost clock)): 4096 on sm_90 and later (H100/H200: 989 TFLOP/s at 1.83 GHz), 2048 on
+// sm_80 (A100: 312 TFLOP/s at 1.41 GHz); other parts (sm_86/89 workstation and consumer
+// cards, whose fp32-accumulate rate varies by SKU) are counted at 1024, a lower bound.
+int bf16_flops_per_clock_per_sm(int major, int minor) {
+  if (major >= 9) return 4096;
+  if (major == 8 && minor == 0) return 2048;
+  return 1024;
+}
+
 }  // namespace
 
-CudaPeak cuda_fp32_peak(int device) {
+CudaPeak cuda_peak(int device, Precision precision) {
   CudaPeak peak;
   int sms = 0, khz = 0, major = 0, minor = 0;
   if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
@@ -34,11 +44,18 @@ CudaPeak cuda_fp32_peak(int device) {
     peak.detail = "cuda: device " + std::to_string(device) + " not available";
     return peak;
   }
-  const int lanes = fp32_lanes_per_sm(major, minor);
-  peak.flops = double(sms) * lanes * 2.0 * khz * 1e3;
-  peak.detail = fmt::format("fp32 CUDA-core peak of sm_{}{}: {} SMs × {} FP32 lanes × 2 FLOP/FMA × {:.3f} GHz = "
-                            "{:.1f} TFLOP/s",
-                            major, minor, sms, lanes, khz / 1e6, peak.flops / 1e12);
+  if (precision == Precision::fp32) {
+    const int lanes = fp32_lanes_per_sm(major, minor);
+    peak.flops = double(sms) * lanes * 2.0 * khz * 1e3;
+    peak.detail = fmt::format("fp32 CUDA-core peak of sm_{}{}: {} SMs × {} FP32 lanes × 2 FLOP/FMA × {:.3f} GHz = "
+                              "{:.1f} TFLOP/s",
+                              major, minor, sms, lanes, khz / 1e6, peak.flops / 1e12);
+    return peak;
+  }
+  const int per_clock = bf16_flops_per_clock_per_sm(major, minor) / (precision == Precision::tf32 ? 2 : 1);
+  peak.flops = double(sms) * per_clock * khz * 1e3;
+  peak.detail = fmt::format("dense {} tensor-core peak of sm_{}{}: {} SMs × {} FLOP/clock × {:.3f} GHz = {:.1f} TFLOP/s",
+                            precision_name(precision), major, minor, sms, per_clock, khz / 1e6, peak.flops / 1e12);
   return peak;
 }
 

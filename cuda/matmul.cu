@@ -83,14 +83,14 @@ __global__ void column_reduce_kernel(float* dbias, const float* partial, int chu
 
 void CudaBackend::gemm(bool trans_a, bool trans_b, int m, int n, int k, const float* A, int lda, const float* B,
                        int ldb, float* D, int ldd, float beta, const float* bias) {
-  const GemmKey key{trans_a, trans_b, m, n, k, lda, ldb, ldd, bias != nullptr, tf32_,
+  const GemmKey key{trans_a, trans_b, m, n, k, lda, ldb, ldd, bias != nullptr, (precision_ == Precision::tf32),
                     alignment_of(A), alignment_of(B), alignment_of(D), bias ? alignment_of(bias) : 0};
   auto it = matmul_cache_->plans.find(key);
   if (it == matmul_cache_->plans.end()) {
     GemmPlan plan;
     cublasLtMatmulPreference_t pref = nullptr;
     try {
-      CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan.desc, tf32_ ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F,
+      CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan.desc, (precision_ == Precision::tf32) ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F,
                                             CUDA_R_32F));
       set_desc(plan.desc, CUBLASLT_MATMUL_DESC_TRANSA, int32_t(trans_a ? CUBLAS_OP_T : CUBLAS_OP_N));
       set_desc(plan.desc, CUBLASLT_MATMUL_DESC_TRANSB, int32_t(trans_b ? CUBLAS_OP_T : CUBLAS_OP_N));
@@ -116,7 +116,7 @@ void CudaBackend::gemm(bool trans_a, bool trans_b, int m, int n, int k, const fl
       if (found == 0)
         fail("cuda backend: cuBLASLt has no fp32 algorithm for the GEMM m={} n={} k={} (trans {}{}, ld {} {} {}, "
              "bias {}, tf32 {})",
-             m, n, k, trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', lda, ldb, ldd, bias != nullptr, tf32_);
+             m, n, k, trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', lda, ldb, ldd, bias != nullptr, (precision_ == Precision::tf32));
       plan.algo = result.algo;
       cublasLtMatmulPreferenceDestroy(pref);
     } catch (...) {

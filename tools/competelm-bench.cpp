@@ -172,9 +172,10 @@ int main_bench(int argc, char** argv) {
   if (steps < 1 || warmup < 0) fail("--steps must be ≥ 1 and --warmup ≥ 0");
 
   std::unique_ptr<Backend> backend = make_backend(cfg.run.device, cfg.run.threads);
-  std::printf("competelm-bench: %s backend, model L=%d C=%d NH=%d T=%d V=%d, B=%d%s\n", backend->name().c_str(),
-              cfg.model.n_layer, cfg.model.d_model, cfg.model.n_head, cfg.model.seq_len, cfg.model.vocab_size,
-              cfg.train.micro_batch,
+  apply_precision(*backend, cfg.run.precision);
+  std::printf("competelm-bench: %s backend (%s), model L=%d C=%d NH=%d T=%d V=%d, B=%d%s\n", backend->name().c_str(),
+              precision_name(backend->precision()), cfg.model.n_layer, cfg.model.d_model, cfg.model.n_head,
+              cfg.model.seq_len, cfg.model.vocab_size, cfg.train.micro_batch,
               cfg.moe.n_experts > 0 ? fmt::format(", MoE E={} K={} router {}", cfg.moe.n_experts, cfg.moe.top_k,
                                                   cfg.moe.router).c_str() : "");
   if (cli.has("moe-overhead")) return moe_overhead(*backend, cfg, steps, warmup);
@@ -208,18 +209,19 @@ int main_bench(int argc, char** argv) {
   }
   if (backend->name() == "cuda") {
     // MFU: model FLOPs (6·N_active per token + attention, GPT2::flops_per_token) per second
-    // over the GPU's fp32 CUDA-core peak (the backend runs fp32 GEMMs, TF32 off).
-    const CudaPeak gpu = cuda_fp32_peak(0);
+    // over the GPU's peak for the backend's precision (fp32 CUDA cores, or bf16/tf32 tensor cores).
+    const CudaPeak gpu = cuda_peak(0, backend->precision());
     const double model_flops = r.flops_per_step / (r.median_ms / 1e3);
     const double mfu = gpu.flops > 0 ? model_flops / gpu.flops : 0.0;
     const double peak_mib = cuda_peak_memory_bytes(*backend) / 1048576.0;
     std::printf("\nMFU %.1f%% against the %s\npeak device memory held by the backend: %.1f MiB\n", 100.0 * mfu,
                 gpu.detail.c_str(), peak_mib);
     std::printf("RESULT device=cuda config=%s%s ms_per_step=%.3f tokens_per_s=%.1f model_gflops=%.2f "
-                "gemm_gflops=%.2f mfu=%.4f fp32_peak_tflops=%.2f peak_mem_mib=%.1f\n",
+                "gemm_gflops=%.2f mfu=%.4f precision=%s peak_tflops=%.2f peak_mem_mib=%.1f\n",
                 cli.get("CONFIG").c_str(),
                 cfg.moe.n_experts > 0 ? fmt::format(" router={}", cfg.moe.router).c_str() : "", r.median_ms,
-                r.tokens / (r.median_ms / 1e3), model_flops / 1e9, gemm_gflops, mfu, gpu.flops / 1e12, peak_mib);
+                r.tokens / (r.median_ms / 1e3), model_flops / 1e9, gemm_gflops, mfu,
+                precision_name(backend->precision()), gpu.flops / 1e12, peak_mib);
     return 0;
   }
   std::printf("RESULT ms_per_step=%.3f tokens_per_s=%.1f model_gflops=%.2f gemm_gflops=%.2f sgemm_peak_gflops=%.2f\n",

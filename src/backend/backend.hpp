@@ -17,10 +17,22 @@
 
 namespace competelm {
 
+// How the matrix products (linear layers and attention) compute. Storage is fp32 in every
+// mode (parameters, gradients, activations, optimizer state); the modes differ in what the
+// tensor cores see:
+//   fp32  exact fp32 products (CUDA cores): the CPU oracle's precision, for tests;
+//   tf32  operands rounded to TF32 (10-bit mantissa), fp32 accumulation;
+//   bf16  operands rounded to bf16 (8-bit mantissa), fp32 accumulation (the fast mode).
+enum class Precision { fp32, tf32, bf16 };
+const char* precision_name(Precision p);
+
 class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
+  // The CPU backend computes in fp32 only; the CUDA backend takes any Precision.
+  virtual void set_precision(Precision p);
+  virtual Precision precision() const { return Precision::fp32; }
 
   // ---- memory ----------------------------------------------------------------------
   virtual void* alloc(size_t bytes) = 0;  // zero-initialised
@@ -208,5 +220,8 @@ class Backend {
 // num_threads: CPU threads (0 = all cores); gpu: the CUDA device (a rank's local rank).
 // Throws a competelm::Error naming the reason when the requested backend is unavailable.
 std::unique_ptr<Backend> make_backend(const std::string& device, int num_threads = 0, int gpu = 0);
+// run.precision onto a backend: auto = bf16 on CUDA, fp32 elsewhere; fp32/tf32/bf16 as named
+// (an Error naming run.precision where the backend cannot, e.g. bf16 on the CPU).
+void apply_precision(Backend& backend, const std::string& precision);
 
 }  // namespace competelm

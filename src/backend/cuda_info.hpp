@@ -14,9 +14,11 @@ struct CudaPeak {
   std::string detail;  // how it was computed, e.g. "132 SMs × 128 FP32 lanes × 2 × 1.98 GHz"
 };
 
-// Peak dense fp32 (CUDA-core FMA, no tensor cores) of GPU `device`:
-// SMs × FP32 lanes per SM × 2 FLOP per FMA × the maximum SM clock.
-CudaPeak cuda_fp32_peak(int device);
+// Peak dense throughput of GPU `device` for the backend's precision (the MFU denominator):
+//   fp32: SMs × FP32 lanes per SM × 2 FLOP per FMA × the maximum SM clock (CUDA cores);
+//   bf16: SMs × dense tensor-core FLOP per clock per SM (fp32 accumulation) × the clock;
+//   tf32: half the bf16 rate.
+CudaPeak cuda_peak(int device, Precision precision);
 
 // Peak bytes a CUDA backend has held on its GPU (CudaBackend::peak_bytes); 0 for any other
 // backend.

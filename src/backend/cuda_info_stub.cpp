@@ -4,7 +4,7 @@
 
 namespace competelm {
 
-CudaPeak cuda_fp32_peak(int device) { return CudaPeak{0.0, "cuda: not built (device " + std::to_string(device) + ")"}; }
+CudaPeak cuda_peak(int device, Precision) { return CudaPeak{0.0, "cuda: not built (device " + std::to_string(device) + ")"}; }
 size_t cuda_peak_memory_bytes(const Backend&) { return 0; }
 
 }  // namespace competelm

@@ -35,4 +35,33 @@ std::unique_ptr<Backend> make_backend(const std::string& device, int num_threads
             device);
 }
 
+const char* precision_name(Precision p) {
+  switch (p) {
+    case Precision::fp32: return "fp32";
+    case Precision::tf32: return "tf32";
+    case Precision::bf16: return "bf16";
+  }
+  return "?";
+}
+
+void Backend::set_precision(Precision p) {
+  if (p != Precision::fp32)
+    fail_hint("set run.precision: fp32 (or auto), or run.device: cuda",
+              "run.precision: {} needs the CUDA backend; the {} backend computes in fp32 only", precision_name(p),
+              name());
+}
+
+void apply_precision(Backend& backend, const std::string& precision) {
+  if (precision == "auto") {
+    backend.set_precision(backend.name() == "cuda" ? Precision::bf16 : Precision::fp32);
+    return;
+  }
+  for (Precision p : {Precision::fp32, Precision::tf32, Precision::bf16})
+    if (precision == precision_name(p)) {
+      backend.set_precision(p);
+      return;
+    }
+  fail_hint("valid values are: auto, fp32, tf32, bf16", "run.precision: unknown value '{}'", precision);
+}
+
 }  // namespace competelm

@@ -14,6 +14,7 @@ struct RunSection {
   std::string dir = "runs/default";   // run.dir
   uint64_t seed = 1337;               // run.seed
   std::string device = "auto";        // run.device: auto|cpu|cuda
+  std::string precision = "auto";     // run.precision: auto|fp32|tf32|bf16 (auto: bf16 on CUDA)
   int threads = 0;                    // run.threads: OpenMP/BLAS threads, 0 = all cores
 };
 

@@ -31,6 +31,10 @@ std::vector<KeySpec> build_keys() {
       K(run, seed, "Random seed for initialisation, data order and sampling"),
       K(run, device, "Compute device: cpu, cuda, or auto (CUDA when this build has it and a GPU is visible, else the CPU)",
         .allowed = {"auto", "cpu", "cuda"}),
+      K(run, precision,
+        "Matrix-product precision: fp32 (exact, the CPU's), tf32 or bf16 (tensor-core operands, "
+        "fp32 accumulation; storage stays fp32), or auto (bf16 on CUDA, fp32 on the CPU)",
+        .allowed = {"auto", "fp32", "tf32", "bf16"}),
       K(run, threads, "OpenMP/BLAS threads on the CPU backend (0 = all cores)", .min = 0.0),
       // ---- model ----
       K(model, n_layer, "Number of transformer blocks", .min = 1.0),

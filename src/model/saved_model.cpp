@@ -46,6 +46,7 @@ SavedModel load_saved_model(const std::string& path, int B, int T, const std::st
   if (T == 0) T = max_T;
   if (T < 1 || T > max_T) fail("T = {} must be in [1, model.seq_len = {}] ({})", T, max_T, sm.dir);
   sm.backend = make_backend(device, threads);
+  apply_precision(*sm.backend, sm.config.run.precision);
   sm.model = std::make_unique<GPT2>(*sm.backend, model_shape(sm.config), model_init(sm.config), B, T,
                                     model_moe(sm.config));
   load_model_tensors(*sm.model, *sm.backend, ck.read_tensors("model.bin"), sm.dir + "/model.bin");

@@ -117,6 +117,7 @@ int train(const Config& cfg, const TrainerOptions& opts, std::shared_ptr<Comm> w
   // ---- backend, model, optimizer -----------------------------------------------------------------
   // Each rank on a GPU node takes GPU local_rank % devices.
   std::unique_ptr<Backend> backend = make_backend(cfg.run.device, cfg.run.threads, dist.local_rank);
+  apply_precision(*backend, cfg.run.precision);
   if (dist.world > 1 && backend->name() != "cpu")
     fail("{} ranks on the {} backend: multi-rank training needs host-memory collectives (CPU backend) "
          "until the GPU backend brings NCCL", dist.world, backend->name());
@@ -200,12 +201,12 @@ int train(const Config& cfg, const TrainerOptions& opts, std::shared_ptr<Comm> w
     // No datasheet peak for an arbitrary CPU: use what a large sgemm reaches here.
     peak_flops = cpu::measure_sgemm_gflops(1024, 1024, 1024, 3) * 1e9;
   } else if (backend->name() == "cuda") {
-    const CudaPeak peak = cuda_fp32_peak(dist.local_rank);  // the GPU make_backend picked
+    const CudaPeak peak = cuda_peak(dist.local_rank, backend->precision());  // the GPU make_backend picked
     peak_flops = peak.flops;
     log->info("MFU against the {}", peak.detail);
   }
-  log->info("competelm: {} backend, {} rank(s), model {} layers × {} d_model × {} heads, {:.2f}M parameters",
-            backend->name(), dist.world, cfg.model.n_layer, cfg.model.d_model, cfg.model.n_head,
+  log->info("competelm: {} backend ({}), {} rank(s), model {} layers × {} d_model × {} heads, {:.2f}M parameters",
+            backend->name(), precision_name(backend->precision()), dist.world, cfg.model.n_layer, cfg.model.d_model, cfg.model.n_head,
             model.num_parameters() / 1e6);
   log->info("batch: {} tokens/step = {} rank(s) × {} micro-steps × {} seqs × {} tokens; {} steps; "
             "train data {} tokens in {} shard(s)",

@@ -186,7 +186,7 @@ void check_matmul(const MatmulShape& s, bool with_bias, size_t offset, double rt
   CAPTURE(s.N, s.C, s.OC, with_bias, offset, tf32);
   Pair p;
 #ifdef COMPETELM_HAVE_CUDA
-  dynamic_cast<cuda::CudaBackend&>(*p.cuda).set_tf32(tf32);
+  p.cuda->set_precision(tf32 ? Precision::tf32 : Precision::fp32);
 #endif
   const size_t o = offset;
   Twin<float> inp(p, randn(o + size_t(s.N) * s.C, 31)), w(p, randn(o + size_t(s.OC) * s.C, 32, 0.1f));
