@@ -47,9 +47,11 @@ void CudaBackend::release() noexcept {
   matmul_cache_.reset();
   for (const auto& kv : sizes_) cudaFree(kv.first);  // blocks the owner forgot to dealloc
   sizes_.clear();
-  if (scratch_) cudaFree(scratch_);
-  scratch_ = nullptr;
-  scratch_bytes_ = 0;
+  for (int i = 0; i < kScratchSlots; ++i) {
+    if (scratch_[i]) cudaFree(scratch_[i]);
+    scratch_[i] = nullptr;
+    scratch_bytes_[i] = 0;
+  }
   if (lt_workspace_) cudaFree(lt_workspace_);
   lt_workspace_ = nullptr;
   lt_workspace_bytes_ = 0;
@@ -124,18 +126,21 @@ void CudaBackend::zero(void* p, size_t bytes) {
 
 void CudaBackend::synchronize() { CUDA_CHECK(cudaStreamSynchronize(stream_)); }
 
-void* CudaBackend::scratch(size_t bytes) {
-  if (bytes <= scratch_bytes_ && scratch_) return scratch_;
+void* CudaBackend::scratch(size_t bytes, int slot) {
+  if (slot < 0 || slot >= kScratchSlots) fail("cuda backend: scratch slot {} out of range", slot);
+  void*& buf = scratch_[slot];
+  size_t& have = scratch_bytes_[slot];
+  if (bytes <= have && buf) return buf;
   // Grow (by at least 1.5× so that a slowly growing demand reallocates rarely). Queued ops may
   // still use the old buffer: finish them first.
   CUDA_CHECK(cudaStreamSynchronize(stream_));
-  const size_t grown = std::max(bytes, scratch_bytes_ + scratch_bytes_ / 2);
-  if (scratch_) device_free(scratch_, scratch_bytes_);
-  scratch_ = nullptr;
-  scratch_bytes_ = 0;
-  scratch_ = device_malloc(grown, "the backend's scratch buffer");
-  scratch_bytes_ = grown;
-  return scratch_;
+  const size_t grown = std::max(bytes, have + have / 2);
+  if (buf) device_free(buf, have);
+  buf = nullptr;
+  have = 0;
+  buf = device_malloc(grown, "the backend's scratch buffer");
+  have = grown;
+  return buf;
 }
 
 double CudaBackend::fetch_double(const double* dev) {

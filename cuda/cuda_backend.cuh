@@ -137,8 +137,10 @@ class CudaBackend final : public Backend {
   size_t lt_workspace_bytes() const { return lt_workspace_bytes_; }
 
   // Device scratch of at least `bytes` (grown on demand, reused by every op: ops on one
-  // stream never overlap). Valid until the next call.
-  void* scratch(size_t bytes);
+  // stream never overlap). Valid until the next call with the same slot. Slot 0 is the ops'
+  // general scratch; slots 1 and 2 hold the bf16 copies of a GEMM's two operands.
+  static constexpr int kScratchSlots = 3;
+  void* scratch(size_t bytes, int slot = 0);
   // A double computed on the device into scratch, copied to the host (synchronises).
   double fetch_double(const double* dev);
 
@@ -150,16 +152,21 @@ class CudaBackend final : public Backend {
   // Column-major cuBLASLt GEMM on the stream (matmul.cu):
   //   D (m,n; ld ldd) = op(A) · op(B) + beta · D  (+ bias[m] broadcast over the columns)
   // op(A) is (m,k): A stored (k,m) with lda when trans_a, else (m,k). op(B) is (k,n) likewise.
+  // Precision: fp32 as is; tf32 rounds the operands inside cuBLASLt; bf16 first copies A and B
+  // into packed bf16 scratch (round to nearest even), then multiplies on the tensor cores.
+  // `tokens` names the dimension that is the token count (it varies step to step in MoE layers:
+  // plans are bucketed by it, see matmul.cu).
+  enum class GemmTokens { none, n, k };
   void gemm(bool trans_a, bool trans_b, int m, int n, int k, const float* A, int lda, const float* B, int ldb,
-            float* D, int ldd, float beta, const float* bias);
+            float* D, int ldd, float beta, const float* bias, GemmTokens tokens);
 
   int device_;
   cudaStream_t stream_ = nullptr;
   cublasLtHandle_t lt_ = nullptr;
   void* lt_workspace_ = nullptr;
   size_t lt_workspace_bytes_ = 0;
-  void* scratch_ = nullptr;
-  size_t scratch_bytes_ = 0;
+  void* scratch_[kScratchSlots] = {};
+  size_t scratch_bytes_[kScratchSlots] = {};
   Precision precision_ = Precision::fp32;
   size_t live_bytes_ = 0, peak_bytes_ = 0;
   std::unordered_map<void*, size_t> sizes_;  // alloc()ed blocks still live → bytes

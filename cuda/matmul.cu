@@ -1,4 +1,9 @@
-// Linear layers through cuBLASLt (fp32; TF32 tensor cores only when set_tf32(true)).
+// Linear layers through cuBLASLt. Precision (CudaBackend::set_precision): fp32 = exact fp32
+// GEMMs; tf32 = fp32 data, TF32 tensor-core compute; bf16 = both operands copied to packed
+// bf16 scratch (round to nearest even) and multiplied on the tensor cores with fp32
+// accumulation into the fp32 output. Parameters, activations and gradients stay fp32 in
+// memory, so the fp32 master weights are exact and only the products see bf16 operands; the
+// copies cost one read of each fp32 operand per GEMM, small next to the GEMM itself.
 //
 // Row-major ↔ column-major. cuBLASLt is column-major: a row-major (R, K) array with row
 // stride K is, byte for byte, the column-major (K, R) matrix with leading dimension K, i.e.
@@ -17,10 +22,12 @@
 //             B = dout col-major (OC,N) ld OC, op = T → (N,OC) n = OC, k = N
 //             D = dW   col-major (C,OC) ld C, beta = 1
 //
-// Determinism: the algorithm for a configuration (shapes, pointer alignments, TF32) is chosen
+// Determinism: the algorithm for a configuration (shapes, pointer alignments, precision) is chosen
 // once and cached, and the workspace size is fixed; cuBLASLt's split-K reduction schemes add
 // partial results in a fixed order (workspace or counter-serialised in place), so the same
 // call gives the same bits every time. dbias is a two-stage column sum (no atomics).
+#include <cuda_bf16.h>
+
 #include <algorithm>
 #include <cstdint>
 
@@ -51,6 +58,38 @@ void set_pref(cublasLtMatmulPreference_t p, cublasLtMatmulPreferenceAttributes_t
   CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(p, attr, &value, sizeof(value)));
 }
 
+// dst (rows, cols) packed column-major bf16 = src (rows, cols; leading dimension ld) rounded
+// to nearest even. The common case ld = rows is one flat pass, two elements per thread.
+__global__ void to_bf16_flat_kernel(__nv_bfloat16* dst, const float* src, size_t n) {
+  const size_t pairs = n / 2;
+  const auto* src2 = reinterpret_cast<const float2*>(src);
+  auto* dst2 = reinterpret_cast<__nv_bfloat162*>(dst);
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < pairs; i += size_t(gridDim.x) * blockDim.x)
+    dst2[i] = __float22bfloat162_rn(src2[i]);
+  if (blockIdx.x == 0 && threadIdx.x == 0 && n % 2 == 1) dst[n - 1] = __float2bfloat16_rn(src[n - 1]);
+}
+__global__ void to_bf16_strided_kernel(__nv_bfloat16* dst, const float* src, int rows, int cols, int ld) {
+  const size_t n = size_t(rows) * cols;
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    const size_t c = i / size_t(rows), r = i % size_t(rows);
+    dst[i] = __float2bfloat16_rn(src[c * size_t(ld) + r]);
+  }
+}
+
+// The bf16 copy of a column-major fp32 operand (rows, cols; ld) into scratch slot `slot`:
+// packed, leading dimension = rows.
+const __nv_bfloat16* to_bf16(CudaBackend& be, const float* src, int rows, int cols, int ld, int slot) {
+  const size_t n = size_t(rows) * cols;
+  auto* dst = static_cast<__nv_bfloat16*>(be.scratch(std::max<size_t>(n, 1) * sizeof(__nv_bfloat16), slot));
+  const unsigned grid = std::min<unsigned>(blocks_for(n, kThreads), 1u << 16);
+  if (ld == rows && reinterpret_cast<uintptr_t>(src) % 8 == 0)
+    to_bf16_flat_kernel<<<grid, kThreads, 0, be.stream()>>>(dst, src, n);
+  else
+    to_bf16_strided_kernel<<<grid, kThreads, 0, be.stream()>>>(dst, src, rows, cols, ld);
+  CUDA_CHECK_LAUNCH();
+  return dst;
+}
+
 // out[i, o] = bias[o] (or 0 without a bias), i < N: the start of out = bias + inp·Wᵀ when the
 // bias cannot go through the epilogue.
 __global__ void broadcast_rows_kernel(float* out, const float* bias, int N, int OC) {
@@ -79,19 +118,68 @@ __global__ void column_reduce_kernel(float* dbias, const float* partial, int chu
   dbias[o] += s;
 }
 
+
+// A GEMM's token dimension (N in the linear layers: the rows of an MoE expert's batch) changes
+// every step in the MoE layers. cuBLASLt's heuristic query costs far more than a small GEMM, so
+// plans are keyed by the token count rounded up to a bucket (4 per octave, at least 64); the
+// algorithm chosen for the bucket's largest shape runs every shape in it (the layouts are
+// rebuilt per call for the exact shape). Keys stay few, so the cache stays small in long runs,
+// and the algorithm for a shape never depends on which shapes came first: deterministic.
+int token_bucket(int x) {
+  if (x <= 64) return 64;
+  int octave = 1;
+  while (octave < x) octave *= 2;  // the power of two ≥ x; buckets are octave/8 wide below it
+  const int step = octave / 8;
+  return (x + step - 1) / step * step;
+}
+
+// Matrix layouts of one call, created for its exact shape and destroyed with it.
+struct CallLayouts {
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
+  ~CallLayouts() {
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (d) cublasLtMatrixLayoutDestroy(d);
+  }
+};
+
 }  // namespace
 
 void CudaBackend::gemm(bool trans_a, bool trans_b, int m, int n, int k, const float* A, int lda, const float* B,
-                       int ldb, float* D, int ldd, float beta, const float* bias) {
-  const GemmKey key{trans_a, trans_b, m, n, k, lda, ldb, ldd, bias != nullptr, (precision_ == Precision::tf32),
-                    alignment_of(A), alignment_of(B), alignment_of(D), bias ? alignment_of(bias) : 0};
+                       int ldb, float* D, int ldd, float beta, const float* bias, GemmTokens tokens) {
+  // Stored shapes (rows, cols) of A and B: op(A) is (m,k), op(B) is (k,n).
+  const int a_rows = trans_a ? k : m, a_cols = trans_a ? m : k;
+  const int b_rows = trans_b ? n : k, b_cols = trans_b ? k : n;
+  const bool bf16 = precision_ == Precision::bf16;
+  const cudaDataType_t operand = bf16 ? CUDA_R_16BF : CUDA_R_32F;
+  const void* a_data = A;
+  const void* b_data = B;
+  if (bf16) {  // packed bf16 copies: leading dimension = stored rows
+    a_data = to_bf16(*this, A, a_rows, a_cols, lda, 1);
+    b_data = to_bf16(*this, B, b_rows, b_cols, ldb, 2);
+    lda = a_rows;
+    ldb = b_rows;
+  }
+  // The plan's shape: the token dimension rounded up to its bucket (the leading dimensions never
+  // depend on it: the token dimension is always a column count here).
+  const int pn = tokens == GemmTokens::n ? token_bucket(n) : n;
+  const int pk = tokens == GemmTokens::k ? token_bucket(k) : k;
+  const GemmKey key{trans_a, trans_b, m, pn, pk, lda, ldb, ldd, bias != nullptr, static_cast<int64_t>(precision_),
+                    alignment_of(a_data), alignment_of(b_data), alignment_of(D), bias ? alignment_of(bias) : 0};
+  auto make_layouts = [&](int n_, int k_, cublasLtMatrixLayout_t& a, cublasLtMatrixLayout_t& b,
+                          cublasLtMatrixLayout_t& d) {
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&a, operand, trans_a ? k_ : m, trans_a ? m : k_, lda));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&b, operand, trans_b ? n_ : k_, trans_b ? k_ : n_, ldb));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d, CUDA_R_32F, m, n_, ldd));
+  };
   auto it = matmul_cache_->plans.find(key);
   if (it == matmul_cache_->plans.end()) {
     GemmPlan plan;
     cublasLtMatmulPreference_t pref = nullptr;
     try {
-      CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan.desc, (precision_ == Precision::tf32) ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F,
-                                            CUDA_R_32F));
+      const cublasComputeType_t compute =
+          precision_ == Precision::tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+      CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan.desc, compute, CUDA_R_32F));
       set_desc(plan.desc, CUBLASLT_MATMUL_DESC_TRANSA, int32_t(trans_a ? CUBLAS_OP_T : CUBLAS_OP_N));
       set_desc(plan.desc, CUBLASLT_MATMUL_DESC_TRANSB, int32_t(trans_b ? CUBLAS_OP_T : CUBLAS_OP_N));
       if (bias) {
@@ -99,10 +187,7 @@ void CudaBackend::gemm(bool trans_a, bool trans_b, int m, int n, int k, const fl
         set_desc(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, int32_t(CUDA_R_32F));
         set_desc(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<const void*>(bias));
       }
-      // Stored shapes (rows, cols) of A and B: op(A) is (m,k), op(B) is (k,n).
-      CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan.a, CUDA_R_32F, trans_a ? k : m, trans_a ? m : k, lda));
-      CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan.b, CUDA_R_32F, trans_b ? n : k, trans_b ? k : n, ldb));
-      CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan.d, CUDA_R_32F, m, n, ldd));
+      make_layouts(pn, pk, plan.a, plan.b, plan.d);
       CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
       set_pref(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, uint64_t(lt_workspace_bytes_));
       set_pref(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, uint32_t(key[10]));
@@ -114,9 +199,10 @@ void CudaBackend::gemm(bool trans_a, bool trans_b, int m, int n, int k, const fl
       CUBLAS_CHECK(
           cublasLtMatmulAlgoGetHeuristic(lt_, plan.desc, plan.a, plan.b, plan.d, plan.d, pref, 1, &result, &found));
       if (found == 0)
-        fail("cuda backend: cuBLASLt has no fp32 algorithm for the GEMM m={} n={} k={} (trans {}{}, ld {} {} {}, "
-             "bias {}, tf32 {})",
-             m, n, k, trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', lda, ldb, ldd, bias != nullptr, (precision_ == Precision::tf32));
+        fail("cuda backend: cuBLASLt has no {} algorithm for the GEMM m={} n={} k={} (trans {}{}, ld {} {} {}, "
+             "bias {})",
+             precision_name(precision_), m, pn, pk, trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', lda, ldb, ldd,
+             bias != nullptr);
       plan.algo = result.algo;
       cublasLtMatmulPreferenceDestroy(pref);
     } catch (...) {
@@ -129,8 +215,14 @@ void CudaBackend::gemm(bool trans_a, bool trans_b, int m, int n, int k, const fl
   const GemmPlan& plan = it->second;
   // The bias pointer lives in the descriptor: point it at this call's bias (same alignment).
   if (bias) set_desc(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<const void*>(bias));
+  CallLayouts exact;  // this call's own layouts when its shape is below the bucket's
+  cublasLtMatrixLayout_t la = plan.a, lb = plan.b, ld = plan.d;
+  if (pn != n || pk != k) {
+    make_layouts(n, k, exact.a, exact.b, exact.d);
+    la = exact.a, lb = exact.b, ld = exact.d;
+  }
   const float alpha = 1.0f;
-  CUBLAS_CHECK(cublasLtMatmul(lt_, plan.desc, &alpha, A, plan.a, B, plan.b, &beta, D, plan.d, D, plan.d, &plan.algo,
+  CUBLAS_CHECK(cublasLtMatmul(lt_, plan.desc, &alpha, a_data, la, b_data, lb, &beta, D, ld, D, ld, &plan.algo,
                               lt_workspace_, lt_workspace_bytes_, stream_));
 }
 
@@ -146,18 +238,18 @@ void CudaBackend::matmul_forward(float* out, const float* inp, const float* weig
         out, bias, N, OC);
     CUDA_CHECK_LAUNCH();
     if (C == 0) return;
-    gemm(true, false, OC, N, C, weight, C, inp, C, out, OC, 1.0f, nullptr);
+    gemm(true, false, OC, N, C, weight, C, inp, C, out, OC, 1.0f, nullptr, GemmTokens::n);
     return;
   }
-  gemm(true, false, OC, N, C, weight, C, inp, C, out, OC, 0.0f, epilogue_bias ? bias : nullptr);
+  gemm(true, false, OC, N, C, weight, C, inp, C, out, OC, 0.0f, epilogue_bias ? bias : nullptr, GemmTokens::n);
 }
 
 void CudaBackend::matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                                   const float* weight, int N, int C, int OC) {
   if (N == 0 || OC == 0) return;
   if (C > 0) {
-    if (dinp) gemm(false, false, C, N, OC, weight, C, dout, OC, dinp, C, 1.0f, nullptr);
-    if (dweight) gemm(false, true, C, OC, N, inp, C, dout, OC, dweight, C, 1.0f, nullptr);
+    if (dinp) gemm(false, false, C, N, OC, weight, C, dout, OC, dinp, C, 1.0f, nullptr, GemmTokens::n);
+    if (dweight) gemm(false, true, C, OC, N, inp, C, dout, OC, dweight, C, 1.0f, nullptr, GemmTokens::k);
   }
   if (dbias) {
     const int chunks = static_cast<int>(blocks_for(size_t(N), kRowsPerChunk));

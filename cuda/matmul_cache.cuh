@@ -10,7 +10,7 @@
 
 namespace competelm::cuda {
 
-// (trans_a, trans_b, m, n, k, lda, ldb, ldd, has_bias, tf32, align A, B, D, bias): the pointer
+// (trans_a, trans_b, m, n, k, lda, ldb, ldd, has_bias, precision, align A, B, D, bias): the pointer
 // alignments are part of the key because cuBLASLt picks kernels by them.
 using GemmKey = std::array<int64_t, 14>;
 
