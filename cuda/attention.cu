@@ -37,6 +37,7 @@
 // same tiling, dK/dV accumulated in registers per key tile, dQ in a separate pass as here.
 #include <cmath>
 
+#include "attention_tc.cuh"
 #include "cuda_backend.cuh"
 #include "cuda_common.cuh"
 
@@ -373,6 +374,10 @@ size_t CudaBackend::attention_scratch_elements(int B, int NH, int T) const {
 void CudaBackend::attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH) {
   const int hs = head_size(B, T, C, NH);
   if (B == 0 || T == 0) return;
+  if (precision_ == Precision::bf16 && attention_tc_supported(hs)) {  // bf16 tensor cores (attention_tc.cu)
+    attention_tc_forward(stream(), out, att, qkv, B, T, C, NH);
+    return;
+  }
   switch (hs) {
     case 8: forward_hs<8>(stream(), out, att, qkv, B, T, C, NH); break;
     case 16: forward_hs<16>(stream(), out, att, qkv, B, T, C, NH); break;
@@ -386,6 +391,10 @@ void CudaBackend::attention_backward(float* dqkv, float* scratch, const float* d
                                      const float* att, int B, int T, int C, int NH) {
   const int hs = head_size(B, T, C, NH);
   if (B == 0 || T == 0) return;
+  if (precision_ == Precision::bf16 && attention_tc_supported(hs)) {  // bf16 tensor cores (attention_tc.cu)
+    attention_tc_backward(stream(), dqkv, scratch, dout, qkv, att, B, T, C, NH);
+    return;
+  }
   switch (hs) {
     case 8: backward_hs<8>(stream(), dqkv, scratch, dout, qkv, att, B, T, C, NH); break;
     case 16: backward_hs<16>(stream(), dqkv, scratch, dout, qkv, att, B, T, C, NH); break;
