@@ -4,8 +4,8 @@
 # tests/reference/bench_moe_torch.py eager and torch.compile'd, each in fp32 and bf16
 # autocast. Prints a table of tokens/s and ours/torch against the issue's targets
 # (≥ 1.5× eager, ≥ 1.2× compiled) and RESULT lines for scripts/gpu_check.sh's summary.
-# competelm runs fp32 (its bf16 path is not written yet), so the fp32 rows are the
-# like-for-like comparison; the bf16 rows show what torch gains from mixed precision.
+# competelm runs once per dtype: run.precision fp32 against torch fp32, and run.precision bf16
+# (bf16 tensor-core products, fp32 storage) against torch's bf16 autocast.
 #
 #   scripts/bench_vs_torch_gpu.sh [CONFIG] [B] [T]     (default configs/gpt2-124m-moe.yaml 16 1024)
 #
@@ -47,11 +47,16 @@ trap 'rm -rf "$tmp"' EXIT
 # `RESULT ... tokens_per_s=<float> ...` -> <float> (empty when the run printed no RESULT)
 tps_of() { sed -n 's/^RESULT .*tokens_per_s=\([0-9.eE+-]*\).*/\1/p' "$1" | tail -n 1; }
 
-echo "== competelm ($BENCH) $CONFIG B=$B T=$T, fp32"
-"$BENCH" "$CONFIG" --device cuda --set train.micro_batch="$B" --set model.seq_len="$T" \
-  --steps "$STEPS" --warmup "$WARMUP" --no-profile 2>&1 | tee "$tmp/ours.txt"
-ours=$(tps_of "$tmp/ours.txt")
-[ -n "$ours" ] || die "competelm-bench printed no RESULT line (see above)"
+# competelm in each dtype: fp32 = run.precision fp32 (exact fp32 products), bf16 = bf16
+# tensor-core products with fp32 storage and master weights (torch: bf16 autocast).
+declare -A ours_tps
+for dtype in $DTYPES; do
+  echo "== competelm ($BENCH) $CONFIG B=$B T=$T, run.precision=$dtype"
+  "$BENCH" "$CONFIG" --device cuda --set train.micro_batch="$B" --set model.seq_len="$T" --set run.precision="$dtype" \
+    --steps "$STEPS" --warmup "$WARMUP" --no-profile 2>&1 | tee "$tmp/ours_$dtype.txt"
+  ours_tps[$dtype]=$(tps_of "$tmp/ours_$dtype.txt")
+  [ -n "${ours_tps[$dtype]}" ] || die "competelm-bench printed no RESULT line (see above)"
+done
 
 declare -A torch_tps
 for dtype in $DTYPES; do
@@ -69,11 +74,11 @@ done
 # The table; a missing torch number (compile skipped or failed) prints n/a.
 echo
 echo "competelm vs PyTorch, $CONFIG, B=$B T=$T ($(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1))"
-echo "competelm runs fp32 (no bf16 path yet): the fp32 rows are like for like."
+echo "each row: competelm in that precision (bf16 = bf16 tensor-core products, fp32 storage) vs torch (bf16 = autocast)."
 printf "%-6s %14s %16s %16s %14s %14s\n" dtype "ours tok/s" "torch eager" "torch compiled" "ours/eager" "ours/compiled"
 status=0
 for dtype in $DTYPES; do
-  e=${torch_tps[eager.$dtype]:-} c=${torch_tps[compiled.$dtype]:-}
+  e=${torch_tps[eager.$dtype]:-} c=${torch_tps[compiled.$dtype]:-} ours=${ours_tps[$dtype]}
   awk -v d="$dtype" -v o="$ours" -v e="$e" -v c="$c" 'BEGIN {
     re = (e == "") ? "n/a" : sprintf("%.2fx %s", o / e, (o / e >= 1.5) ? "ok" : "<1.5");
     rc = (c == "") ? "n/a" : sprintf("%.2fx %s", o / c, (o / c >= 1.2) ? "ok" : "<1.2");
