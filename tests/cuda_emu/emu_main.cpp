@@ -11,6 +11,7 @@
 
 #include "backend/cpu/ops.hpp"
 #include "cuda_backend.cuh"
+#include "cuda_bf16.h"
 
 using namespace competelm;
 using V = std::vector<float>;
@@ -225,6 +226,36 @@ int main(int argc, char** argv) {
       h.check("  dbias", d.down(db, OC), db_ref, 1e-5);
     }
   }
+  // ---- matmul in bf16: operands converted to packed bf16 (flat and strided paths) ----
+  // Inputs already representable in bf16, so the bf16 GEMM is exact up to accumulation order.
+  be.set_precision(competelm::Precision::bf16);
+  auto bf16_exact = [&](size_t n) {
+    V v = h.randv(n);
+    for (float& x : v) x = __bfloat162float(__float2bfloat16_rn(x));
+    return v;
+  };
+  for (auto [N, C, OC, off] : std::vector<std::array<int, 4>>{{1, 3, 5, 0}, {37, 33, 100, 1}, {40, 64, 30, 0}}) {
+    // off = 1: every operand 4 bytes past an 8-byte boundary (the strided conversion).
+    auto x = bf16_exact(size_t(N) * C + off), w = bf16_exact(size_t(OC) * C + off);
+    auto dout = bf16_exact(size_t(N) * OC + off);
+    V out_ref(size_t(N) * OC);
+    cpu::matmul_forward(out_ref.data(), x.data() + off, w.data() + off, nullptr, N, C, OC);
+    float *px = d.up(x) + off, *pw = d.up(w) + off, *pd = d.up(dout) + off;
+    float* out = d.up(h.randv(out_ref.size()));
+    be.matmul_forward(out, px, pw, nullptr, N, C, OC);
+    std::snprintf(name, sizeof name, "matmul_forward bf16 N=%d C=%d OC=%d offset=%d", N, C, OC, off);
+    h.check(name, d.down(out, out_ref.size()), out_ref, 1e-5);
+    auto dx0 = h.randv(size_t(N) * C), dw0 = h.randv(size_t(OC) * C);
+    V dx_ref = dx0, dw_ref = dw0;
+    cpu::matmul_backward(dx_ref.data(), dw_ref.data(), nullptr, dout.data() + off, x.data() + off, w.data() + off,
+                         N, C, OC);
+    float *dx = d.up(dx0), *dw = d.up(dw0);
+    be.matmul_backward(dx, dw, nullptr, pd, px, pw, N, C, OC);
+    std::snprintf(name, sizeof name, "matmul_backward bf16 N=%d C=%d OC=%d dinp", N, C, OC);
+    h.check(name, d.down(dx, dx0.size()), dx_ref, 5e-5);
+    h.check("  dweight", d.down(dw, dw0.size()), dw_ref, 1e-5);
+  }
+  be.set_precision(competelm::Precision::fp32);
   // ---- grid-stride loop past the grid cap ----
   // The elementwise wrappers cap the grid at 2^16 blocks of 256 threads (grid_for in
   // pointwise.cu), so only n > 2^24 takes the loop's second trip. One case, for the cheapest op;

@@ -114,7 +114,7 @@ const char* cudaGetErrorString(cudaError_t) { return "emu"; }
 // ---- cuBLASLt ----
 struct EmuLtHandle { int x; };
 struct EmuLtDesc { cublasComputeType_t ct; int32_t ta = CUBLAS_OP_N, tb = CUBLAS_OP_N; uint32_t epi = CUBLASLT_EPILOGUE_DEFAULT; const float* bias = nullptr; int32_t bias_type = -1; };
-struct EmuLtLayout { uint64_t rows, cols; int64_t ld; };
+struct EmuLtLayout { uint64_t rows, cols; int64_t ld; cudaDataType type; };
 struct EmuLtPref { uint64_t ws = 0; uint32_t al[4] = {256, 256, 256, 256}; };
 static EmuLtHandle g_lt;
 cublasStatus_t cublasLtCreate(cublasLtHandle_t* h) { *h = &g_lt; return CUBLAS_STATUS_SUCCESS; }
@@ -138,10 +138,10 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMa
   return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t* l, cudaDataType t, uint64_t r, uint64_t c, int64_t ld) {
-  if (t != CUDA_R_32F) emu::fail("layout type");
+  if (t != CUDA_R_32F && t != CUDA_R_16BF) emu::fail("layout type");
   // Docs: column-major by default; ld must be >= rows (and > 0).
   if (ld < int64_t(r) || ld <= 0) emu::fail("layout: ld < rows");
-  *l = new EmuLtLayout{r, c, ld}; return CUBLAS_STATUS_SUCCESS; }
+  *l = new EmuLtLayout{r, c, ld, t}; return CUBLAS_STATUS_SUCCESS; }
 cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t l) { delete l; return CUBLAS_STATUS_SUCCESS; }
 cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t* p) { *p = new EmuLtPref; return CUBLAS_STATUS_SUCCESS; }
 cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t p) { delete p; return CUBLAS_STATUS_SUCCESS; }
@@ -165,18 +165,27 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const vo
   const void* B_, cublasLtMatrixLayout_t lb, const void* beta_, const void* C_, cublasLtMatrixLayout_t lc, void* D_, cublasLtMatrixLayout_t ld,
   const cublasLtMatmulAlgo_t* algo, void* ws, size_t wsb, cudaStream_t) {
   const float alpha = *static_cast<const float*>(alpha_), beta = *static_cast<const float*>(beta_);
-  const float *A = static_cast<const float*>(A_), *B = static_cast<const float*>(B_), *C = static_cast<const float*>(C_);
+  const float* C = static_cast<const float*>(C_);
+  if (lc->type != CUDA_R_32F || ld->type != CUDA_R_32F) emu::fail("C and D must be fp32");
+  // A and B: fp32, or bf16 (exact in fp32: the tensor cores multiply them exactly).
+  auto element = [](const void* p, cudaDataType t, uint64_t i) -> float {
+    if (t == CUDA_R_32F) return static_cast<const float*>(p)[i];
+    const uint32_t u = uint32_t(static_cast<const uint16_t*>(p)[i]) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  };
   float* D = static_cast<float*>(D_);
   uint32_t al[4]; std::memcpy(al, algo->data, sizeof(al));
-  if (!aligned(A, al[0]) || !aligned(B, al[1]) || !aligned(C, al[2]) || !aligned(D, al[3])) emu::fail("pointer less aligned than the algo's min alignment");
+  if (!aligned(A_, al[0]) || !aligned(B_, al[1]) || !aligned(C, al[2]) || !aligned(D, al[3])) emu::fail("pointer less aligned than the algo's min alignment");
   if (wsb && !ws) emu::fail("workspace");
   // op(A) is (m,k), op(B) is (k,n), C and D are (m,n).
   const uint64_t m = d->ta == CUBLAS_OP_N ? la->rows : la->cols, k = d->ta == CUBLAS_OP_N ? la->cols : la->rows;
   const uint64_t kb = d->tb == CUBLAS_OP_N ? lb->rows : lb->cols, n = d->tb == CUBLAS_OP_N ? lb->cols : lb->rows;
   if (kb != k || ld->rows != m || ld->cols != n || lc->rows != m || lc->cols != n) { emu::fail("matmul shape mismatch"); return CUBLAS_STATUS_INVALID_VALUE; }
   if (d->epi == CUBLASLT_EPILOGUE_BIAS && (!d->bias || d->bias_type != CUDA_R_32F)) emu::fail("bias epilogue without bias pointer/type");
-  auto a = [&](uint64_t i, uint64_t j) { return d->ta == CUBLAS_OP_N ? A[i + j * la->ld] : A[j + i * la->ld]; };
-  auto b = [&](uint64_t i, uint64_t j) { return d->tb == CUBLAS_OP_N ? B[i + j * lb->ld] : B[j + i * lb->ld]; };
+  auto a = [&](uint64_t i, uint64_t j) { return element(A_, la->type, d->ta == CUBLAS_OP_N ? i + j * la->ld : j + i * la->ld); };
+  auto b = [&](uint64_t i, uint64_t j) { return element(B_, lb->type, d->tb == CUBLAS_OP_N ? i + j * lb->ld : j + i * lb->ld); };
   std::vector<float> out(m * n);
   for (uint64_t j = 0; j < n; ++j)
     for (uint64_t i = 0; i < m; ++i) {

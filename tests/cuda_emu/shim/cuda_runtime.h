@@ -41,8 +41,9 @@ extern dim3 blockDim, gridDim;
 typedef struct CUstream_st* cudaStream_t;
 enum cudaError_t { cudaSuccess = 0, cudaErrorMemoryAllocation = 2, cudaErrorInvalidValue = 1 };
 enum cudaMemcpyKind { cudaMemcpyHostToHost, cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost, cudaMemcpyDeviceToDevice, cudaMemcpyDefault };
-enum cudaDataType { CUDA_R_32F = 0, CUDA_R_16F = 2 };
+enum cudaDataType { CUDA_R_32F = 0, CUDA_R_16F = 2, CUDA_R_16BF = 14 };
 typedef cudaDataType cudaDataType_t;
+struct float2 { float x, y; };
 
 namespace emu {
 void fail(const char* what);
