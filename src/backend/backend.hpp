@@ -33,6 +33,9 @@ class Backend {
   // The CPU backend computes in fp32 only; the CUDA backend takes any Precision.
   virtual void set_precision(Precision p);
   virtual Precision precision() const { return Precision::fp32; }
+  // True when the backend's pointers are host memory (the CPU backend): collectives can then
+  // read and write them directly; otherwise they go through host staging (DataParallel).
+  virtual bool memory_is_host() const { return false; }
 
   // ---- memory ----------------------------------------------------------------------
   virtual void* alloc(size_t bytes) = 0;  // zero-initialised

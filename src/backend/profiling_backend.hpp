@@ -23,6 +23,9 @@ class ProfilingBackend : public Backend {
   void reset() { stats_.clear(); }
 
   std::string name() const override { return in_.name(); }
+  void set_precision(Precision p) override { in_.set_precision(p); }
+  Precision precision() const override { return in_.precision(); }
+  bool memory_is_host() const override { return in_.memory_is_host(); }
   void* alloc(size_t bytes) override { return in_.alloc(bytes); }
   void dealloc(void* p) override { in_.dealloc(p); }
   void upload(void* d, const void* s, size_t b) override { in_.upload(d, s, b); }

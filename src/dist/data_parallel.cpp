@@ -5,7 +5,10 @@
 
 namespace competelm {
 
-DataParallel::DataParallel(const DistContext& dist, size_t expert_begin, size_t total) : dist_(dist) {
+DataParallel::DataParallel(const DistContext& dist, size_t expert_begin, size_t total, Backend* device)
+    : dist_(dist),
+      staging_device_(device && !device->memory_is_host() && dist.info.world > 1 ? device : nullptr),
+      total_(total) {
   auto add = [&](size_t begin, size_t end, Comm* comm) {
     if (end <= begin) return;
     Region r;
@@ -25,8 +28,27 @@ ParamRange DataParallel::owned_range(const Region& r) const {
 }
 
 void DataParallel::reduce_gradients(float* grads) {
+  if (dist_.info.world == 1) return;
+  if (!staging_device_) return reduce_host(grads);
+  host_.resize(total_);
+  staging_device_->download(host_.data(), grads, total_ * sizeof(float));
+  reduce_host(host_.data());
+  for (const ParamRange& o : owned_)  // only the owned shards are read by the optimizer
+    staging_device_->upload(grads + o.begin, host_.data() + o.begin, o.size() * sizeof(float));
+}
+
+void DataParallel::gather(float* buf) {
+  if (dist_.info.world == 1) return;
+  if (!staging_device_) return gather_host(buf);
+  host_.resize(total_);
+  for (const ParamRange& o : owned_)
+    staging_device_->download(host_.data() + o.begin, buf + o.begin, o.size() * sizeof(float));
+  gather_host(host_.data());
+  staging_device_->upload(buf, host_.data(), total_ * sizeof(float));
+}
+
+void DataParallel::reduce_host(float* grads) {
   const int W = dist_.info.world;
-  if (W == 1) return;
   const float inv_world = 1.0f / float(W);
   for (const Region& r : regions_) {
     const ParamRange o = owned_range(r);
@@ -43,8 +65,7 @@ void DataParallel::reduce_gradients(float* grads) {
   }
 }
 
-void DataParallel::gather(float* buf) {
-  if (dist_.info.world == 1) return;
+void DataParallel::gather_host(float* buf) {
   for (const Region& r : regions_) {
     if (r.n == 1) continue;
     const ParamRange o = owned_range(r);

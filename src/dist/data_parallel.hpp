@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <vector>
 
+#include "backend/backend.hpp"
 #include "dist/dist_context.hpp"
 
 namespace competelm {
@@ -24,16 +25,22 @@ struct ParamRange {
 
 class DataParallel {
  public:
-  DataParallel(const DistContext& dist, size_t expert_begin, size_t total);
+  // device: the backend holding the buffers passed below. Null or host memory (CPU): they are
+  // used in place. Device memory (CUDA): each call stages them through host memory (the whole
+  // gradient down and the owned shards up; the owned shards down and all parameters up), so
+  // that the MPI collectives work on any backend until a device-side communicator (NCCL) exists.
+  DataParallel(const DistContext& dist, size_t expert_begin, size_t total, Backend* device = nullptr);
 
   // The ranges of the flat buffer this rank updates (non-empty ones, in order).
   const std::vector<ParamRange>& owned() const { return owned_; }
 
-  // grads: host memory, the whole local layout, holding ∂(this rank's mean loss)/∂θ.
+  // grads: the whole local layout (device's memory), holding ∂(this rank's mean loss)/∂θ.
   // Afterwards the owned ranges hold (1/W)·Σ_ranks of it = ∂(global mean loss)/∂θ.
   void reduce_gradients(float* grads);
-  // buf: host memory whose owned ranges are current; afterwards all of it is.
+  // buf: the device's memory, whose owned ranges are current; afterwards all of it is.
   void gather(float* buf);
+  // The same for a buffer in host memory whatever the backend (e.g. exported optimizer moments).
+  void gather_host(float* buf);
   // Σ over ranks (the world).
   double sum_over_ranks(double x) const;
 
@@ -45,10 +52,14 @@ class DataParallel {
     int n = 1, index = 0;       // communicator size, this rank's position
   };
   ParamRange owned_range(const Region& r) const;
+  void reduce_host(float* grads);
   const DistContext& dist_;
   std::vector<Region> regions_;
   std::vector<ParamRange> owned_;
   std::vector<float> send_, recv_;  // staging, reused
+  Backend* staging_device_ = nullptr;  // non-null: buffers are device memory, staged through host_
+  size_t total_ = 0;
+  std::vector<float> host_;
 };
 
 }  // namespace competelm

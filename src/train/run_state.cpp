@@ -124,8 +124,8 @@ std::string save_run_checkpoint(const std::string& run_dir, const Config& cfg, G
   std::vector<float> m, v;
   opt.export_moments(m, v);
   if (dp) {
-    dp->gather(m.data());
-    dp->gather(v.data());
+    dp->gather_host(m.data());
+    dp->gather_host(v.data());
   }
   m = model.to_canonical(m);
   v = model.to_canonical(v);

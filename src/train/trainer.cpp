@@ -118,9 +118,13 @@ int train(const Config& cfg, const TrainerOptions& opts, std::shared_ptr<Comm> w
   // Each rank on a GPU node takes GPU local_rank % devices.
   std::unique_ptr<Backend> backend = make_backend(cfg.run.device, cfg.run.threads, dist.local_rank);
   apply_precision(*backend, cfg.run.precision);
-  if (dist.world > 1 && backend->name() != "cpu")
-    fail("{} ranks on the {} backend: multi-rank training needs host-memory collectives (CPU backend) "
-         "until the GPU backend brings NCCL", dist.world, backend->name());
+  // Data parallelism on a GPU backend stages the gradient and parameter exchange through host
+  // memory (DataParallel); the expert-parallel exchange inside the MoE layers hands device
+  // pointers to the collectives, which needs a device-side communicator (NCCL, not written).
+  if (cfg.dist.expert_parallel > 1 && !backend->memory_is_host())
+    fail_hint("set dist.expert_parallel: 1 (data parallel only) or run.device: cpu",
+              "dist.expert_parallel = {} on the {} backend: expert parallelism needs host-memory collectives "
+              "(CPU backend) until the GPU backend brings NCCL", cfg.dist.expert_parallel, backend->name());
   if (cfg.run.device == "auto") {
     const CudaProbe cuda = probe_cuda();
     log->info("run.device auto → {} ({})", backend->name(),
@@ -138,7 +142,7 @@ int train(const Config& cfg, const TrainerOptions& opts, std::shared_ptr<Comm> w
   if (competesmoe) competition = CompetitionSchedule::build(schedule_options(cfg));
   model.init_weights(cfg.run.seed);
   // Data parallel over every rank, optimizer state sharded (ZeRO-1): this rank updates owned().
-  DataParallel dp(ctx, model.expert_region_begin(), model.params().total_elements());
+  DataParallel dp(ctx, model.expert_region_begin(), model.params().total_elements(), backend.get());
   AdamW opt(*backend, model.params(),
             AdamWOptions{cfg.optim.beta1, cfg.optim.beta2, cfg.optim.eps, cfg.optim.weight_decay}, dp.owned());
   LrSchedule lr_schedule{cfg.optim.schedule, cfg.optim.lr,         cfg.optim.min_lr_frac,

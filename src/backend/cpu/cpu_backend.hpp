@@ -13,6 +13,7 @@ class CpuBackend final : public Backend {
   // never oversubscribe the cores.
   explicit CpuBackend(int num_threads = 0);
   std::string name() const override { return "cpu"; }
+  bool memory_is_host() const override { return true; }
   int num_threads() const { return num_threads_; }
 
   void* alloc(size_t bytes) override;
