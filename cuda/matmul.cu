@@ -118,7 +118,6 @@ __global__ void column_reduce_kernel(float* dbias, const float* partial, int chu
   dbias[o] += s;
 }
 
-
 // A GEMM's token dimension (N in the linear layers: the rows of an MoE expert's batch) changes
 // every step in the MoE layers. cuBLASLt's heuristic query costs far more than a small GEMM, so
 // plans are keyed by the token count rounded up to a bucket (4 per octave, at least 64); the

@@ -210,8 +210,8 @@ int train(const Config& cfg, const TrainerOptions& opts, std::shared_ptr<Comm> w
     log->info("MFU against the {}", peak.detail);
   }
   log->info("competelm: {} backend ({}), {} rank(s), model {} layers × {} d_model × {} heads, {:.2f}M parameters",
-            backend->name(), precision_name(backend->precision()), dist.world, cfg.model.n_layer, cfg.model.d_model, cfg.model.n_head,
-            model.num_parameters() / 1e6);
+            backend->name(), precision_name(backend->precision()), dist.world, cfg.model.n_layer,
+            cfg.model.d_model, cfg.model.n_head, model.num_parameters() / 1e6);
   log->info("batch: {} tokens/step = {} rank(s) × {} micro-steps × {} seqs × {} tokens; {} steps; "
             "train data {} tokens in {} shard(s)",
             tokens_per_step, dist.world, accum, B, T, cfg.train.steps, train_loader.total_tokens(),
