@@ -49,7 +49,7 @@ run_address() {
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   echo "sanitize.sh: [address] unit tests (excluded: $ASAN_EXCLUDE)"
-  eval "$dir/bin/competelm-tests $ASAN_EXCLUDE" --order lex
+  "$dir/bin/competelm-tests" "$ASAN_EXCLUDE" --order lex  # one spec: its exclusions AND together
   echo "sanitize.sh: [address] fuzz input replay"
   "$dir/bin/competelm-fuzz-replay" tests/fuzz >/dev/null
   echo "sanitize.sh: [address] competelm-train, tiny-moe, synthetic shards"
