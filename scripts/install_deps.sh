@@ -8,6 +8,9 @@ PACKAGES=(
   libyaml-cpp-dev libspdlog-dev libfmt-dev catch2 libopenblas-dev
   openmpi-bin libopenmpi-dev
   python3 python3-torch python3-numpy python3-matplotlib
+  # scripts/fuzz.sh (libFuzzer's runtime) and scripts/sanitize.sh thread (LLVM's OpenMP runtime,
+  # which ThreadSanitizer understands through its Archer tool; libgomp gives false reports).
+  clang libclang-rt-14-dev libomp-14-dev
 )
 
 # node and npm (data preparation, tokenizer reference test) may already come from elsewhere.

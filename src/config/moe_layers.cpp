@@ -2,6 +2,7 @@
 #include "config/moe_layers.hpp"
 
 #include <charconv>
+#include <cstdint>
 #include <string_view>
 
 #include <fmt/format.h>
@@ -9,6 +10,8 @@
 namespace competelm {
 
 namespace {
+
+constexpr int kMaxMoeLayerBlocks = 1 << 20;  // far beyond any real model's depth
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
@@ -50,7 +53,8 @@ MoeLayersResult parse_every(std::string_view spec, int n_layer) {
   }
   MoeLayersResult out;
   out.mask.assign(n_layer, false);
-  for (int l = offset; l < n_layer; l += *n) out.mask[l] = true;
+  // 64-bit index: offset + N may exceed INT_MAX ("every:2147483647:5", found by fuzzing).
+  for (int64_t l = offset; l < n_layer; l += *n) out.mask[size_t(l)] = true;
   return out;
 }
 
@@ -89,6 +93,11 @@ MoeLayersResult parse_list(std::string_view spec, int n_layer) {
 
 MoeLayersResult parse_moe_layers(const std::string& spec_text, int n_layer) {
   if (n_layer < 1) return error(fmt::format("model.n_layer must be ≥ 1, got {}", n_layer));
+  // The mask holds one entry per block: a corrupt n_layer (found by fuzzing: 2000000000)
+  // would otherwise stall config validation for minutes.
+  if (n_layer > kMaxMoeLayerBlocks)
+    return error(fmt::format("model.n_layer {} is beyond the {} blocks competelm supports", n_layer,
+                             kMaxMoeLayerBlocks));
   const std::string_view spec = trim(spec_text);
   if (spec == "all") return MoeLayersResult{std::vector<bool>(n_layer, true), {}};
   if (spec == "none") return MoeLayersResult{std::vector<bool>(n_layer, false), {}};

@@ -113,6 +113,13 @@ Gpt2Tokenizer Gpt2Tokenizer::load(const std::string& encoder_json, const std::st
   const auto entries = read_encoder_json(encoder_json);
   uint32_t max_id = 0;
   for (const auto& e : entries) max_id = std::max(max_id, e.id);
+  // The id → bytes table is sized by the largest id: bound it by the vocabulary's size so a
+  // stray huge id (found by fuzzing: 4294967294 asked for 128 GiB) is an error, not an
+  // allocation failure. Gaps stay allowed; a real vocabulary is (nearly) dense.
+  const size_t max_allowed_id = std::max<size_t>(4 * entries.size(), size_t{1} << 16);
+  if (max_id > max_allowed_id)
+    fail("{}: token id {} is implausibly large for a vocabulary of {} tokens (at most {} allowed)",
+         encoder_json, max_id, entries.size(), max_allowed_id);
   impl.token_bytes.resize(size_t{max_id} + 1);
   impl.id_present.assign(size_t{max_id} + 1, false);
   impl.token_ids.reserve(entries.size());
