@@ -26,7 +26,8 @@ namespace {
 constexpr const char* kUsage = R"(usage: competelm-tokenize [options] INPUT...
 
 Tokenizes text with GPT-2's byte-level BPE into token shards in llm.c's format
-(256 x int32 header, then the tokens). Each input file is one document and is
+(256 x int32 header, then the tokens; header ints 3-5 carry a checksum of the
+tokens, which competelm verifies and llm.c ignores). Each input file is one document and is
 preceded by the end-of-text token 50256. INPUT may be a file or a directory
 (searched recursively; hidden files skipped); files are taken in sorted path
 order, so the output is deterministic.

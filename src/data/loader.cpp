@@ -116,10 +116,16 @@ struct DataLoader::Impl {
     readers[shard].read(first, T + 1, window.data());
     int32_t* in = b.inputs.data() + row * T;
     int32_t* tg = b.targets.data() + row * T;
+    // Out-of-range ids are refused here, where the shard and position are known (the model
+    // would refuse them too, but without saying which file they came from).
+    const uint32_t limit = opts.vocab_size > 0 ? static_cast<uint32_t>(opts.vocab_size) - 1u
+                                               : static_cast<uint32_t>(INT32_MAX);
     for (size_t t = 0; t <= T; ++t) {
-      if (window[t] > static_cast<uint32_t>(INT32_MAX))
-        fail("{}: token {} at position {} does not fit an int32 token id", readers[shard].info().path, window[t],
-             first + t);
+      if (window[t] > limit)
+        fail_hint("check that the shards were tokenized for this model's vocabulary",
+                  "{}: token {} at position {} is outside {}", readers[shard].info().path, window[t], first + t,
+                  opts.vocab_size > 0 ? fmt::format("the vocabulary [0, {})", opts.vocab_size)
+                                      : std::string("the int32 token id range"));
     }
     for (size_t t = 0; t < T; ++t) {
       in[t] = static_cast<int32_t>(window[t]);

@@ -33,6 +33,7 @@ struct LoaderOptions {
   uint64_t seed = 0;
   bool shuffle = true;
   bool prefetch = true;
+  int vocab_size = 0;         // > 0: a token id >= vocab_size is refused, naming the shard and position
 };
 
 // Exact position in the sample stream; everything needed to resume bit-for-bit.

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <utility>
 
+#include "checkpoint/checksum.hpp"
 #include "core/error.hpp"
 
 namespace competelm {
@@ -66,6 +67,38 @@ void write_full(int fd, const void* buf, size_t count, const std::string& path) 
 
 const char* token_type_name(int32_t version) { return version == kShardVersionU16 ? "uint16" : "uint32"; }
 
+constexpr const char* kCorruptHint =
+    "the shard is corrupt: re-create it with competelm-tokenize (or copy it again from its source)";
+
+// checksum64 of the token bytes of an open shard, read in chunks (one sequential pass).
+uint64_t hash_body(int fd, const ShardInfo& shard) {
+  const uint64_t total = shard.num_tokens * shard.token_bytes();
+  std::vector<unsigned char> buf(std::min<uint64_t>(total, uint64_t{1} << 20));
+  Checksum64Stream hash;
+  for (uint64_t done = 0; done < total;) {
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), total - done));
+    const size_t got = pread_full(fd, buf.data(), want, kShardHeaderBytes + done);
+    if (got != want)
+      fail("{}: reading the token bytes at byte offset {} for the body checksum returned {} of {} bytes "
+           "(file truncated or changed since its header was validated?)",
+           shard.path, kShardHeaderBytes + done, got, want);
+    hash.update(buf.data(), got);
+    done += got;
+  }
+  return hash.digest();
+}
+
+void verify_body(int fd, const ShardInfo& shard) {
+  if (!shard.has_checksum) return;  // an llm.c shard: nothing to compare against
+  const uint64_t have = hash_body(fd, shard);
+  if (have != shard.body_checksum)
+    fail_hint(kCorruptHint,
+              "{}: body checksum does not match: the {} token bytes after the header hash to {:016x}, "
+              "the header (ints {}-{}) says {:016x}",
+              shard.path, shard.num_tokens * shard.token_bytes(), have, kShardChecksumLoSlot,
+              kShardChecksumHiSlot, shard.body_checksum);
+}
+
 }  // namespace
 
 ShardInfo read_shard_header(const std::string& path) {
@@ -95,6 +128,24 @@ ShardInfo read_shard_header(const std::string& path) {
   info.path = path;
   info.version = version;
   info.num_tokens = static_cast<uint64_t>(header[2]);
+
+  // The body checksum slots (see shard.hpp). llm.c leaves header[3] zero: no checksum.
+  const int32_t tag = header[kShardChecksumTagSlot];
+  if (tag == kShardChecksumTag) {
+    info.has_checksum = true;
+    info.body_checksum = static_cast<uint64_t>(static_cast<uint32_t>(header[kShardChecksumLoSlot])) |
+                         static_cast<uint64_t>(static_cast<uint32_t>(header[kShardChecksumHiSlot])) << 32;
+    for (size_t i = kShardFirstReservedSlot; i < kShardHeaderInts; ++i)
+      if (header[i] != 0)
+        fail_hint(kCorruptHint, "{}: header int {} (byte offset {}) is {}, expected 0 in a shard with a body checksum",
+                  path, i, i * sizeof(int32_t), header[i]);
+  } else if (tag != 0) {
+    fail_hint(kCorruptHint,
+              "{}: header int {} (byte offset {}) is {:#010x}: expected 0 (llm.c shard, no body checksum) or "
+              "{:#010x} (body checksum present)",
+              path, kShardChecksumTagSlot, kShardChecksumTagSlot * sizeof(int32_t), static_cast<uint32_t>(tag),
+              static_cast<uint32_t>(kShardChecksumTag));
+  }
   const uint64_t want = info.num_tokens * info.token_bytes();
   const uint64_t have = file_bytes - kShardHeaderBytes;
   if (have != want)
@@ -107,6 +158,19 @@ ShardInfo read_shard_header(const std::string& path) {
 ShardReader::ShardReader(ShardInfo info) : info_(std::move(info)) {
   fd_ = ::open(info_.path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd_ < 0) fail("{}: cannot open token shard: {}", info_.path, errno_text());
+  try {
+    verify_body(fd_, info_);
+  } catch (...) {
+    ::close(fd_);
+    fd_ = -1;
+    throw;
+  }
+}
+
+void verify_shard_body(const ShardInfo& shard) {
+  Fd f(::open(shard.path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (f.fd < 0) fail("{}: cannot open token shard: {}", shard.path, errno_text());
+  verify_body(f.fd, shard);
 }
 
 ShardReader::~ShardReader() {
@@ -170,6 +234,9 @@ void write_shard(const std::string& path, std::span<const uint32_t> tokens, int3
   header[0] = kShardMagic;
   header[1] = version;
   header[2] = static_cast<int32_t>(tokens.size());
+  header[kShardChecksumTagSlot] = kShardChecksumTag;
+  // The header goes first with the checksum slots still zero; they are filled in with a
+  // pwrite once the body (hashed as it streams out) is written.
 
   // Write beside the target, then rename: a reader never sees a half-written shard.
   const std::string tmp = fmt::format("{}.tmp.{}", path, ::getpid());
@@ -177,8 +244,10 @@ void write_shard(const std::string& path, std::span<const uint32_t> tokens, int3
   if (fd < 0) fail("{}: cannot create temporary shard file: {}", tmp, errno_text());
   try {
     write_full(fd, header, kShardHeaderBytes, tmp);
+    Checksum64Stream hash;
     if (version == kShardVersionU32) {
       write_full(fd, tokens.data(), tokens.size_bytes(), tmp);
+      hash.update(tokens.data(), tokens.size_bytes());
     } else {
       std::vector<uint16_t> chunk;
       constexpr size_t kChunk = size_t{1} << 16;
@@ -187,8 +256,14 @@ void write_shard(const std::string& path, std::span<const uint32_t> tokens, int3
         chunk.resize(n);
         for (size_t j = 0; j < n; ++j) chunk[j] = static_cast<uint16_t>(tokens[i + j]);
         write_full(fd, chunk.data(), n * sizeof(uint16_t), tmp);
+        hash.update(chunk.data(), n * sizeof(uint16_t));
       }
     }
+    const uint64_t sum = hash.digest();
+    const uint32_t slots[2] = {static_cast<uint32_t>(sum), static_cast<uint32_t>(sum >> 32)};
+    const off_t at = static_cast<off_t>(kShardChecksumLoSlot * sizeof(int32_t));
+    if (::pwrite(fd, slots, sizeof slots, at) != static_cast<ssize_t>(sizeof slots))
+      fail("{}: writing the body checksum into the header failed: {}", tmp, errno_text());
     if (::fsync(fd) != 0) fail("{}: fsync failed: {}", tmp, errno_text());
     const int rc = ::close(fd);
     fd = -1;

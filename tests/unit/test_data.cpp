@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "checkpoint/checkpoint.hpp"
 #include "core/error.hpp"
 #include "data/loader.hpp"
 #include "data/shard.hpp"
@@ -51,6 +52,15 @@ void write_raw(const std::string& path, int32_t magic, int32_t version, int32_t 
   f.write(reinterpret_cast<const char*>(header.data()), kShardHeaderBytes);
   std::vector<char> payload(payload_bytes, 7);
   f.write(payload.data(), static_cast<std::streamsize>(payload.size()));
+}
+
+// The whole file, and writing it back (for in-place corruption).
+std::string slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+void spit(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
 }
 
 // Token i of shard k is k*1000 + i: every window says where it came from.
@@ -470,4 +480,160 @@ TEST_CASE("bad shards surface as errors, also from the prefetch thread", "[data]
     loader.restore(start);
     CHECK(take(loader, 2, 3) == expected);
   }
+}
+
+TEST_CASE("shards we write carry a body checksum in header slots llm.c ignores", "[data]") {
+  TempDir dir;
+  for (int32_t version : {kShardVersionU16, kShardVersionU32}) {
+    const std::string path = dir.file("c" + std::to_string(version) + ".bin");
+    const std::vector<uint32_t> tokens = labelled_tokens(7, 3000);
+    write_shard(path, tokens, version);
+    const std::string bytes = slurp(path);
+    std::vector<int32_t> header(kShardHeaderInts);
+    std::memcpy(header.data(), bytes.data(), kShardHeaderBytes);
+    // llm.c's three ints are unchanged, so llm.c reads the file as before.
+    CHECK(header[0] == kShardMagic);
+    CHECK(header[1] == version);
+    CHECK(header[2] == 3000);
+    CHECK(header[3] == kShardChecksumTag);
+    CHECK(std::memcmp(bytes.data() + 12, "XH64", 4) == 0);
+    const uint64_t want = checksum64(bytes.data() + kShardHeaderBytes, bytes.size() - kShardHeaderBytes);
+    CHECK(static_cast<uint32_t>(header[4]) == static_cast<uint32_t>(want));
+    CHECK(static_cast<uint32_t>(header[5]) == static_cast<uint32_t>(want >> 32));
+    for (size_t i = 6; i < kShardHeaderInts; ++i) REQUIRE(header[i] == 0);
+    const ShardInfo info = read_shard_header(path);
+    CHECK(info.has_checksum);
+    CHECK(info.body_checksum == want);
+    verify_shard_body(info);
+    std::vector<uint32_t> back(tokens.size());
+    read_shard_tokens(info, 0, tokens.size(), back.data());
+    CHECK(back == tokens);
+  }
+
+  // A shard as llm.c writes it (header[3..] zero, no checksum) loads as before, unchecked.
+  const std::string llmc = dir.file("llmc.bin");
+  write_raw(llmc, kShardMagic, 1, 4, 8);
+  const ShardInfo info = read_shard_header(llmc);
+  CHECK_FALSE(info.has_checksum);
+  verify_shard_body(info);
+  std::vector<uint32_t> back(4);
+  read_shard_tokens(info, 0, 4, back.data());
+  CHECK(back == std::vector<uint32_t>(4, 0x0707));
+  // An empty shard has a checksum too (of zero bytes).
+  write_shard(dir.file("empty.bin"), std::span<const uint32_t>{});
+  CHECK(read_shard_header(dir.file("empty.bin")).body_checksum == checksum64(nullptr, 0));
+  ShardReader empty(read_shard_header(dir.file("empty.bin")));
+}
+
+TEST_CASE("a flipped byte anywhere in a checksummed shard is refused, naming the file and field", "[data]") {
+  TempDir dir;
+  const std::string path = dir.file("train_000.bin");
+  write_shard(path, labelled_tokens(3, 40), kShardVersionU16);  // 80 body bytes
+  const std::string good = slurp(path);
+  // Opening the shard as the loader does: header, then a reader (which checks the body).
+  auto open_shard = [&] { ShardReader r(read_shard_header(path)); };
+  open_shard();
+  int refused = 0;
+  for (size_t at = 0; at < good.size(); ++at) {
+    std::string bad = good;
+    bad[at] = static_cast<char>(bad[at] ^ 0x10);
+    spit(path, bad);
+    std::string what;
+    try {
+      open_shard();
+    } catch (const Error& e) {
+      what = e.what();
+    }
+    INFO("flipped byte " << at << ": " << what);
+    REQUIRE(what.find(path) != std::string::npos);
+    ++refused;
+    if (at < 4) CHECK_THAT(what, Contains("bad magic"));
+    else if (at < 8) CHECK_THAT(what, Contains("version") || Contains("bytes after the header"));
+    else if (at < 12) CHECK_THAT(what, Contains("tokens"));
+    else if (at < 16) CHECK_THAT(what, Contains("header int 3 (byte offset 12)"));
+    else if (at < kShardHeaderBytes && at >= 24)
+      CHECK_THAT(what, Contains("header int " + std::to_string(at / 4) + " (byte offset " + std::to_string(at / 4 * 4) + ")"));
+    else CHECK_THAT(what, Contains("body checksum does not match"));
+  }
+  CHECK(refused == static_cast<int>(good.size()));
+
+  // The messages say what to do, and the loader refuses such a shard before the first batch.
+  std::string bad = good;
+  bad[kShardHeaderBytes + 41] ^= 1;
+  spit(path, bad);
+  try {
+    open_shard();
+    FAIL("a flipped body byte was not detected");
+  } catch (const Error& e) {
+    CHECK_THAT(e.hint(), Contains("competelm-tokenize"));
+  }
+  write_shard(dir.file("train_001.bin"), labelled_tokens(4, 40));
+  for (bool prefetch : {false, true})
+    CHECK_THROWS_WITH(DataLoader(options(dir.file("train_*.bin"), 2, true, prefetch)),
+                      Contains(path) && Contains("body checksum does not match"));
+
+  // Truncation, by one byte or to less than a header, names the file and the sizes.
+  spit(path, good.substr(0, good.size() - 1));
+  CHECK_THROWS_WITH(read_shard_header(path), Contains(path) && Contains("79 bytes after the header") && Contains("truncated"));
+  spit(path, good.substr(0, 1000));
+  CHECK_THROWS_WITH(read_shard_header(path), Contains(path) && Contains("1000 bytes") && Contains("header"));
+
+  // Repaired, it loads.
+  spit(path, good);
+  DataLoader ok(options(dir.file("train_*.bin"), 2));
+  CHECK(ok.samples_per_epoch() == 2 * 9);
+}
+
+TEST_CASE("a shard truncated after it was opened fails the read, naming the file", "[data]") {
+  TempDir dir;
+  const std::string path = dir.file("s.bin");
+  write_shard(path, labelled_tokens(1, 1000));
+  ShardReader r(read_shard_header(path));
+  std::vector<uint32_t> out(10);
+  r.read(990, 10, out.data());
+  fs::resize_file(path, kShardHeaderBytes + 2 * 500);
+  CHECK_THROWS_WITH(r.read(990, 10, out.data()), Contains(path) && Contains("returned 0 of 20 bytes"));
+  // Re-opening checks the size against the header first.
+  CHECK_THROWS_WITH(ShardReader(read_shard_header(path)), Contains(path) && Contains("truncated"));
+  // verify_shard_body of the stale header info reports the short read at its byte offset.
+  CHECK_THROWS_WITH(verify_shard_body(r.info()), Contains(path) && Contains("byte offset 1024"));
+}
+
+TEST_CASE("the loader refuses token ids outside the vocabulary, naming shard and position", "[data]") {
+  TempDir dir;
+  std::vector<uint32_t> tokens(50, 3);
+  tokens[37] = 64;
+  write_shard(dir.file("v_0.bin"), tokens);
+  for (bool prefetch : {false, true}) {
+    LoaderOptions o = options(dir.file("v_*.bin"), 1, false, prefetch);
+    o.vocab_size = 65;
+    DataLoader fits(o);
+    take(fits, 1, 12);  // every window, token 64 included
+    o.vocab_size = 64;
+    DataLoader loader(o);
+    std::vector<int32_t> in(kT), tg(kT);
+    for (int i = 0; i < 9; ++i) loader.next_batch(in.data(), tg.data());  // windows 0..8: tokens 0..36
+    CHECK_THROWS_WITH(loader.next_batch(in.data(), tg.data()),
+                      Contains(dir.file("v_0.bin")) && Contains("token 64 at position 37") &&
+                          Contains("vocabulary [0, 64)"));
+  }
+}
+
+// Not run by default (hidden tag): the cost of the body check, one pass over the file.
+// build/bin/competelm-tests "[data-bench]"
+TEST_CASE("body checksum throughput", "[.][data-bench]") {
+  TempDir dir;
+  const std::string path = dir.file("big.bin");
+  std::vector<uint32_t> tokens(size_t{64} << 20);  // 64 Mi tokens = 128 MiB of uint16
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<uint32_t>((i * 2654435761u) >> 16) & 0xFFFF;
+  write_shard(path, tokens);
+  const ShardInfo info = read_shard_header(path);
+  verify_shard_body(info);  // warm the page cache: measure the check, not the disk
+  const auto t0 = std::chrono::steady_clock::now();
+  constexpr int kReps = 5;
+  for (int i = 0; i < kReps; ++i) verify_shard_body(info);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double mb = kReps * static_cast<double>(fs::file_size(path)) / 1e6;
+  WARN("verify_shard_body: " << mb / s << " MB/s (page cache, one thread)");
+  CHECK(s > 0);
 }
