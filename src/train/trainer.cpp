@@ -158,6 +158,7 @@ int train(const Config& cfg, const TrainerOptions& opts, std::shared_ptr<Comm> w
   lo.world = dist.world;
   lo.seed = cfg.run.seed;
   lo.shuffle = cfg.data.shuffle;
+  lo.vocab_size = cfg.model.vocab_size;  // a token id ≥ vocab is refused naming its shard
   DataLoader train_loader(lo);
   std::optional<DataLoader> val_loader;
   if (cfg.eval.every > 0) {
