@@ -50,7 +50,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <cstdlib>
 #include <ctime>
+#include <thread>
 #include <filesystem>
 #include <optional>
 #include <system_error>
@@ -122,6 +125,17 @@ void check_file_name(const std::string& name, const std::string& context) {
   if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos ||
       name.find('\0') != std::string::npos)
     fail("{}: invalid checkpoint file name '{}' (must be a plain file name)", context, name);
+}
+
+// TEST-ONLY: COMPETELM_TEST_CHECKPOINT_SLOW_MS=N sleeps N ms after each file of a checkpoint
+// (before meta.json), so that tests/integration/kill_resume.sh lands a good share of its
+// `kill -9`s inside a checkpoint write. Unset (production) = no pause. Read from the
+// environment at each call: no process-wide state.
+void test_slow_checkpoint_pause() {
+  const char* ms = std::getenv("COMPETELM_TEST_CHECKPOINT_SLOW_MS");
+  if (!ms || !*ms) return;
+  const long n = std::strtol(ms, nullptr, 10);
+  if (n > 0) std::this_thread::sleep_for(std::chrono::milliseconds(n));
 }
 
 std::string utc_now_iso8601() {
@@ -234,6 +248,7 @@ void CheckpointWriter::write_file(const std::string& file_name,
     CheckpointFileWriter out(file_name, tmp_dir_);
     body(out);
     files_.push_back(out.finish());
+    test_slow_checkpoint_pause();
   } catch (...) {
     abandon();
     throw;

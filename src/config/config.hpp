@@ -84,6 +84,7 @@ struct CheckpointSection {
   std::string resume = "never";       // checkpoint.resume: never|auto
   bool fallback = false;              // checkpoint.fallback: use an older checkpoint if the newest is bad
   bool at_end = true;                 // checkpoint.at_end
+  std::string on_error = "stop";      // checkpoint.on_error: stop|continue (a failed write, e.g. disk full)
 };
 
 struct LogSection {

@@ -133,6 +133,11 @@ std::vector<KeySpec> build_keys() {
         .allowed = {"never", "auto"}),
       K(checkpoint, fallback, "Resume from an older checkpoint if the newest is unreadable"),
       K(checkpoint, at_end, "Save a checkpoint after the last step"),
+      K(checkpoint, on_error,
+        "When a checkpoint cannot be written (disk full, I/O error): stop the run (non-zero exit), "
+        "or continue training with a warning and retry at the next checkpoint (the previous "
+        "checkpoint always stays intact)",
+        .allowed = {"stop", "continue"}),
       // ---- log ----
       K(log, every, "Log training metrics every this many steps", .min = 1.0),
       K(log, level, "Log level", .allowed = {"trace", "debug", "info", "warn", "error"}),

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <map>
 #include <sstream>
+#include <string_view>
 #include <vector>
 
 #include <spdlog/spdlog.h>
@@ -130,7 +131,11 @@ std::string save_run_checkpoint(const std::string& run_dir, const Config& cfg, G
   m = model.to_canonical(m);
   v = model.to_canonical(v);
   std::string dir;
-  if (!dist || dist->info.is_main()) {
+  // A failed write (disk full) on rank 0 must not leave the other ranks waiting in the
+  // broadcast below: rank 0 sends the error instead of the directory and every rank throws
+  // it, so all of them take the same checkpoint.on_error decision.
+  constexpr std::string_view kFailed = "\x01checkpoint write failed: ";
+  if (!dist || dist->info.is_main()) try {
     const TensorTable& table = model.canonical_params();
     CheckpointWriter w(run_dir, state.step);
     w.write_tensors(kModelFile, tensors_of(table, params, ""));
@@ -146,9 +151,13 @@ std::string save_run_checkpoint(const std::string& run_dir, const Config& cfg, G
     if (state.last_val_loss >= 0) extra += fmt::format(", \"val_loss\": {}", state.last_val_loss);
     if (dist) extra += fmt::format(", \"ranks\": {}, \"expert_parallel\": {}", dist->info.world, dist->ep_size);
     dir = w.commit(extra);
+  } catch (const Error& e) {
+    if (!dist) throw;
+    dir = std::string(kFailed) + e.what();
   }
   // The commit (rename by rank 0) is the checkpoint's completion for every rank.
   if (dist) dir = dist->world->broadcast_string(dir, 0);
+  if (dir.rfind(kFailed, 0) == 0) throw Error(dir.substr(kFailed.size()));
   return dir;
 }
 

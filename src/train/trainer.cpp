@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <optional>
 #include <sstream>
 
@@ -15,6 +16,7 @@
 #include "backend/cuda_info.hpp"
 #include "backend/cuda_probe.hpp"
 #include "checkpoint/checkpoint.hpp"
+#include "checkpoint/fault_injection.hpp"
 #include "core/error.hpp"
 #include "core/json.hpp"
 #include "data/loader.hpp"
@@ -51,6 +53,41 @@ std::optional<int64_t> test_failure_step(int rank) {
   return step;
 }
 
+// TEST-ONLY: COMPETELM_TEST_NAN_GRAD=N writes a NaN into one gradient element (the first)
+// after the backward pass of optimizer step N (1-based: the step logged as "step N" in
+// train.log and metrics.jsonl), on every rank, as an overflow in the backward pass would.
+// Unset (production) = never.
+std::optional<int64_t> test_nan_grad_step() {
+  const char* spec = std::getenv("COMPETELM_TEST_NAN_GRAD");
+  if (!spec || !*spec) return std::nullopt;
+  char* end = nullptr;
+  const long long step = std::strtoll(spec, &end, 10);
+  if (end == spec || *end != '\0' || step < 1) fail("COMPETELM_TEST_NAN_GRAD='{}': expected a step >= 1", spec);
+  return step;
+}
+
+// TEST-ONLY: COMPETELM_TEST_CHECKPOINT_FULL_AFTER=BYTES makes the disk "full" for checkpoint
+// writes after BYTES more bytes (checkpoint/fault_injection.hpp), for
+// tests/integration/disk_full.sh where no small filesystem can be mounted. Unset
+// (production) = nothing is armed.
+void arm_test_checkpoint_full() {
+  const char* spec = std::getenv("COMPETELM_TEST_CHECKPOINT_FULL_AFTER");
+  if (!spec || !*spec) return;
+  char* end = nullptr;
+  const long bytes = std::strtol(spec, &end, 10);
+  if (end == spec || *end != '\0' || bytes < 0)
+    fail("COMPETELM_TEST_CHECKPOINT_FULL_AFTER='{}': expected a byte count >= 0", spec);
+  set_checkpoint_write_fault_after(bytes);
+}
+
+// What is non-finite in a step, for the NaN guard's messages.
+std::string describe_non_finite(double loss, double grad_norm) {
+  if (!std::isfinite(loss) && !std::isfinite(grad_norm))
+    return fmt::format("the loss ({}) and the gradient norm ({}) are non-finite", loss, grad_norm);
+  if (!std::isfinite(grad_norm)) return fmt::format("the gradient norm is non-finite ({}; loss {:.4f})", grad_norm, loss);
+  return fmt::format("the loss is non-finite ({}; gradient norm {:.4f})", loss, grad_norm);
+}
+
 std::string fmt_duration(double seconds) {
   if (!std::isfinite(seconds) || seconds < 0) return "?";
   const long s = std::lround(seconds);
@@ -66,7 +103,9 @@ std::string fmt_rate(double x) {
 }
 
 // Keeps metrics.jsonl consistent after a resume: drops records of steps after `step`
-// (they belong to the interrupted continuation that is about to be redone).
+// (they belong to the interrupted continuation that is about to be redone), and a last line
+// cut short by a crash. Written aside and renamed, so a crash (kill -9) during the rewrite
+// leaves the old file or the new one, never a truncated one.
 void truncate_metrics_after(const std::string& path, int64_t step) {
   std::ifstream in(path);
   if (!in) return;
@@ -74,11 +113,19 @@ void truncate_metrics_after(const std::string& path, int64_t step) {
   while (std::getline(in, line)) {
     const auto pos = line.find("\"step\":");
     if (pos != std::string::npos && std::strtoll(line.c_str() + pos + 7, nullptr, 10) > step) continue;
+    if (in.eof()) continue;  // no newline after it: a record the crash cut short
     kept += line + "\n";
   }
   in.close();
-  std::ofstream out(path, std::ios::trunc);
-  out << kept;
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << kept;
+    if (!out.flush()) fail("cannot write {}", tmp);
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) fail("cannot rename {} to {}: {}", tmp, path, ec.message());
 }
 
 }  // namespace
@@ -195,7 +242,9 @@ int train(const Config& cfg, const TrainerOptions& opts, std::shared_ptr<Comm> w
     train_loader.restore(state.train_loader);
     if (dist.is_main()) truncate_metrics_after(cfg.run.dir + "/metrics.jsonl", state.step);
     log->info("resumed from {} at step {}", resume_from->dir(), state.step);
-  } else if (opts.resume) {
+  } else if (opts.resume || cfg.checkpoint.resume == "auto") {
+    // Records of an earlier attempt that died before its first checkpoint are redone.
+    if (dist.is_main()) truncate_metrics_after(cfg.run.dir + "/metrics.jsonl", 0);
     log->info("no checkpoint in {}/checkpoints: starting from scratch", cfg.run.dir);
   }
 
@@ -235,15 +284,42 @@ int train(const Config& cfg, const TrainerOptions& opts, std::shared_ptr<Comm> w
   double ms_sum = 0.0;  // for the ETA: mean step time since the start of this process
   int ms_count = 0;
   int64_t last_saved = resume_from ? state.step : -1;
+  int failed_checkpoints = 0;  // writes that failed under checkpoint.on_error = continue
+  int64_t last_failed = -1;    // step of the last failed write: the same state is not retried
+  int64_t skipped_steps = 0;   // updates skipped under train.on_nan = skip
 
-  auto save = [&](const char* why) {
+  // Returns whether the checkpoint was written. A failed write (disk full, I/O error) leaves
+  // the previous checkpoints untouched (CheckpointWriter's commit protocol); then
+  // checkpoint.on_error = stop throws, continue warns and lets the next checkpoint retry.
+  // Every rank gets the same outcome (save_run_checkpoint rethrows rank 0's error on all).
+  auto save = [&](const char* why) -> bool {
     // The loader state is the global data position: every rank's is the same.
     state.train_loader = train_loader.state();
-    const std::string dir = save_run_checkpoint(cfg.run.dir, cfg, model, opt, state, *backend,
-                                                competesmoe ? &competition : nullptr, &dp, &ctx);
+    std::string dir;
+    try {
+      dir = save_run_checkpoint(cfg.run.dir, cfg, model, opt, state, *backend,
+                                competesmoe ? &competition : nullptr, &dp, &ctx);
+    } catch (const Error& e) {
+      const std::vector<std::string> kept = list_checkpoints(cfg.run.dir);
+      const std::string previous = kept.empty() ? std::string("there is no earlier checkpoint")
+                                                : fmt::format("the newest checkpoint is still {}", kept.back());
+      if (cfg.checkpoint.on_error == "continue") {
+        ++failed_checkpoints;
+        last_failed = state.step;
+        log->warn("checkpoint ({}) at step {} failed: {}; {}. Training continues (checkpoint.on_error = "
+                  "continue); the next checkpoint retries",
+                  why, state.step, e.what(), previous);
+        return false;
+      }
+      fail_hint("free space on the run directory's filesystem (or move run.dir) and resume with --resume, "
+                "or set checkpoint.on_error: continue to keep training when a checkpoint cannot be written",
+                "checkpoint ({}) at step {} could not be written: {}; {}. Stopping (checkpoint.on_error = stop)",
+                why, state.step, e.what(), previous);
+    }
     if (dist.is_main()) prune_checkpoints(cfg.run.dir, cfg.checkpoint.keep);
     last_saved = state.step;
     log->info("checkpoint ({}): {}", why, dir);
+    return true;
   };
 
   auto validate = [&]() -> double {
@@ -262,6 +338,8 @@ int train(const Config& cfg, const TrainerOptions& opts, std::shared_ptr<Comm> w
   auto dp_bytes = [&] { return ctx.world->bytes_sent() + (ctx.edp != ctx.world ? ctx.edp->bytes_sent() : 0); };
   auto ep_bytes = [&] { return ctx.ep != ctx.world ? ctx.ep->bytes_sent() : 0; };
   const std::optional<int64_t> fail_at = test_failure_step(dist.rank);
+  const std::optional<int64_t> nan_grad_at = test_nan_grad_step();
+  arm_test_checkpoint_full();
 
   while (state.step < cfg.train.steps) {
     const auto t0 = Clock::now();
@@ -285,6 +363,10 @@ int train(const Config& cfg, const TrainerOptions& opts, std::shared_ptr<Comm> w
       if (n_moe > 0) moe_metrics.add(model.moe_stats());
       model.backward(inv_accum);  // grads of the mean loss over the whole step
     }
+    if (nan_grad_at && step + 1 == *nan_grad_at) {
+      const float nan = std::numeric_limits<float>::quiet_NaN();
+      backend->upload(model.grad_buffer(), &nan, sizeof nan);
+    }
     // Gradients of the global mean loss on this rank's shards; norms and losses over all ranks
     // (so that every rank takes the same NaN / clipping decisions).
     dp.reduce_gradients(model.grad_buffer());
@@ -296,40 +378,44 @@ int train(const Config& cfg, const TrainerOptions& opts, std::shared_ptr<Comm> w
     if (n_moe > 0) moe_metrics.reduce(comm);
 
     // ---- NaN / Inf guard: never let a bad step reach the weights or a checkpoint ------------------
-    if (!std::isfinite(loss) || !std::isfinite(grad_norm)) {
-      if (cfg.train.on_nan == "skip") {
-        log->warn("step {}: non-finite loss {} / grad norm {}: update skipped (train.on_nan = skip)",
-                  step + 1, loss, grad_norm);
-        state.step++;
-        state.tokens_seen += tokens_per_step;
-        continue;
+    // Loss and gradient norm are global (all-reduced), so every rank decides the same.
+    const bool skipped = !std::isfinite(loss) || !std::isfinite(grad_norm);
+    if (skipped) {
+      if (cfg.train.on_nan != "skip") {
+        log->error("step {}: {}: stopping (train.on_nan = stop) before the update; no checkpoint is written "
+                   "after it. The last good checkpoint is {}",
+                   step + 1, describe_non_finite(loss, grad_norm),
+                   last_saved >= 0 ? fmt::format("step {}", last_saved) : std::string("none"));
+        return 3;
       }
-      log->error("step {}: non-finite loss {} / grad norm {}: stopping (train.on_nan = stop). "
-                 "The last good checkpoint is {}",
-                 step + 1, loss, grad_norm,
-                 last_saved >= 0 ? fmt::format("step {}", last_saved) : std::string("none"));
-      return 3;
+      ++skipped_steps;
+      log->warn("step {}: {}: update skipped (train.on_nan = skip); parameters and optimizer state unchanged",
+                step + 1, describe_non_finite(loss, grad_norm));
     }
 
     // ---- update -------------------------------------------------------------------------------------
-    const float clip = cfg.optim.grad_clip;
-    const float grad_scale = (clip > 0.0f && grad_norm > clip) ? float(clip / grad_norm) : 1.0f;
-    opt.step(model.param_buffer(), model.grad_buffer(), lr, grad_scale);
-    dp.gather(model.param_buffer());  // every rank gets the shards the others updated
+    if (!skipped) {
+      const float clip = cfg.optim.grad_clip;
+      const float grad_scale = (clip > 0.0f && grad_norm > clip) ? float(clip / grad_norm) : 1.0f;
+      opt.step(model.param_buffer(), model.grad_buffer(), lr, grad_scale);
+      dp.gather(model.param_buffer());  // every rank gets the shards the others updated
+    }
     backend->synchronize();
     const uint64_t step_dp_bytes = dp_bytes() - dp0, step_ep_bytes = ep_bytes() - ep0;
     const double step_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 
     state.step++;
     state.tokens_seen += tokens_per_step;
-    state.last_loss = loss;
-    // Loss-spike detection against a running mean (after a short burn-in).
-    if (cfg.train.spike_factor > 0 && state.loss_ema_count >= 20 &&
-        loss > cfg.train.spike_factor * state.loss_ema)
-      log->warn("step {}: loss spike {:.4f} (running mean {:.4f}, train.spike_factor {})", state.step, loss,
-                state.loss_ema, cfg.train.spike_factor);
-    state.loss_ema = state.loss_ema_count == 0 ? loss : 0.95 * state.loss_ema + 0.05 * loss;
-    state.loss_ema_count++;
+    if (!skipped) {  // a skipped step's loss (maybe NaN) stays out of the statistics
+      state.last_loss = loss;
+      // Loss-spike detection against a running mean (after a short burn-in).
+      if (cfg.train.spike_factor > 0 && state.loss_ema_count >= 20 &&
+          loss > cfg.train.spike_factor * state.loss_ema)
+        log->warn("step {}: loss spike {:.4f} (running mean {:.4f}, train.spike_factor {})", state.step, loss,
+                  state.loss_ema, cfg.train.spike_factor);
+      state.loss_ema = state.loss_ema_count == 0 ? loss : 0.95 * state.loss_ema + 0.05 * loss;
+      state.loss_ema_count++;
+    }
 
     // ---- validation and samples ----------------------------------------------------------------------
     const bool last = state.step == cfg.train.steps;
@@ -344,7 +430,7 @@ int train(const Config& cfg, const TrainerOptions& opts, std::shared_ptr<Comm> w
     ms_count++;
     const double tok_s = tokens_per_step / (step_ms / 1e3);
     const double mfu = peak_flops > 0 ? flops_per_step / dist.world / (step_ms / 1e3) / peak_flops : 0.0;
-    if (state.step % cfg.log.every == 0 || last || val_loss) {
+    if (state.step % cfg.log.every == 0 || last || val_loss || skipped) {
       const double eta = (ms_sum / ms_count) * double(cfg.train.steps - state.step) / 1e3;
       log->info("step {:>6}/{} | loss {:.4f}{} | lr {:.2e} | norm {:.3f} | {:.1f} ms | {} tok/s | MFU {:.1f}% | ETA {}",
                 state.step, cfg.train.steps, loss,
@@ -362,6 +448,7 @@ int train(const Config& cfg, const TrainerOptions& opts, std::shared_ptr<Comm> w
         rec.add("mfu", mfu);
         rec.add("tokens_seen", static_cast<int64_t>(state.tokens_seen));
         if (val_loss) rec.add("val_loss", *val_loss);
+        if (skipped) rec.add("skipped", true);  // non-finite loss or gradient, no update (train.on_nan)
         if (dist.world > 1) {
           rec.add("comm_bytes_dp", static_cast<int64_t>(step_dp_bytes));
           rec.add("comm_bytes_ep", static_cast<int64_t>(step_ep_bytes));
@@ -391,14 +478,27 @@ int train(const Config& cfg, const TrainerOptions& opts, std::shared_ptr<Comm> w
     // A signal may reach some ranks only (or at different steps): they agree before acting.
     if (comm.allreduce_max(stop_requested() ? 1 : 0)) {
       log->warn("stop signal received: checkpointing at step {} and exiting", state.step);
-      if (last_saved != state.step) save("signal");
-      return 0;
+      const bool saved = last_saved == state.step || (last_failed != state.step && save("signal"));
+      if (failed_checkpoints > 0)
+        log->warn("stopped at step {}: {} checkpoint write(s) failed", state.step, failed_checkpoints);
+      return saved ? 0 : 4;
     }
   }
-  if (cfg.checkpoint.at_end && last_saved != state.step) save("end of run");
-  log->info("done: {} steps, final loss {:.4f}{}", state.step, state.last_loss,
-            state.last_val_loss >= 0 ? fmt::format(", val loss {:.4f}", state.last_val_loss) : std::string());
-  return 0;
+  const bool saved = !cfg.checkpoint.at_end || last_saved == state.step ||
+                     (last_failed != state.step && save("end of run"));
+  const std::string summary =
+      fmt::format("done: {} steps, final loss {:.4f}{}{}{}", state.step, state.last_loss,
+                  state.last_val_loss >= 0 ? fmt::format(", val loss {:.4f}", state.last_val_loss) : std::string(),
+                  skipped_steps > 0 ? fmt::format(", {} step(s) skipped on non-finite values", skipped_steps)
+                                    : std::string(),
+                  failed_checkpoints > 0
+                      ? fmt::format(", {} checkpoint write(s) failed (checkpoint.on_error = continue){}",
+                                    failed_checkpoints, saved ? "" : ", including the final one")
+                      : std::string());
+  // Failures and skips are worth seeing even with --quiet.
+  if (failed_checkpoints > 0 || skipped_steps > 0) log->warn("{}", summary);
+  else log->info("{}", summary);
+  return saved ? 0 : 4;
 }
 
 }  // namespace competelm

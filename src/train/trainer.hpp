@@ -15,8 +15,11 @@ struct TrainerOptions {
 };
 
 // Runs the whole training job described by cfg. Returns the process exit code:
-// 0 done (or stopped by SIGTERM/SIGINT after checkpointing), 3 stopped on a NaN/Inf.
-// Errors in the setup (config, data, checkpoints) throw competelm::Error.
+// 0 done (or stopped by SIGTERM/SIGINT after checkpointing), 3 stopped on a NaN/Inf loss or
+// gradient norm (train.on_nan = stop), 4 done or stopped by a signal but its final checkpoint
+// could not be written (checkpoint.on_error = continue). Errors in the setup (config, data,
+// checkpoints) and a failed checkpoint write under checkpoint.on_error = stop throw
+// competelm::Error.
 // Micro-steps per optimizer step: train.batch_tokens / (world × micro_batch × seq_len).
 // Throws Error (with the nearest valid values) when it does not divide.
 int accumulation_steps(const Config& cfg, int world);
