@@ -10,7 +10,7 @@ TOOL=(python3 "$SRC/tests/integration/write_shards.py")
 LIMIT=60  # seconds within which the job must be gone (generous: a loaded CI machine)
 
 # Shuffle off, so shard 0 is read first, then shard 1 from its first sample. Shard 0 holds
-# (640001-1)/16 = 40000 samples = 10000 global micro-batches of 2 ranks × 2 (a few seconds of
+# (128001-1)/16 = 8000 samples = 2000 global micro-batches of 2 ranks × 2 (a second or more of
 # steps, time to truncate shard 1 before it is reached): shard 1 then starts a global
 # micro-batch, rank 0 taking its samples 0-1 (tokens 0..32), rank 1 samples 2-3 (32..64).
 SHARD0_STEPS=2000
