@@ -375,7 +375,8 @@ void CudaBackend::attention_forward(float* out, float* att, const float* qkv, in
   const int hs = head_size(B, T, C, NH);
   if (B == 0 || T == 0) return;
   if (precision_ == Precision::bf16 && attention_tc_supported(hs)) {  // bf16 tensor cores (attention_tc.cu)
-    attention_tc_forward(stream(), out, att, qkv, B, T, C, NH);
+    // Workspace: scratch slot 1 (otherwise GEMM operand copies, never live during attention).
+    attention_tc_forward(stream(), out, att, qkv, B, T, C, NH, scratch(attention_tc_workspace_bytes(B, T, C), 1));
     return;
   }
   switch (hs) {
@@ -392,7 +393,8 @@ void CudaBackend::attention_backward(float* dqkv, float* scratch, const float* d
   const int hs = head_size(B, T, C, NH);
   if (B == 0 || T == 0) return;
   if (precision_ == Precision::bf16 && attention_tc_supported(hs)) {  // bf16 tensor cores (attention_tc.cu)
-    attention_tc_backward(stream(), dqkv, scratch, dout, qkv, att, B, T, C, NH);
+    attention_tc_backward(stream(), dqkv, scratch, dout, qkv, att, B, T, C, NH,
+                          CudaBackend::scratch(attention_tc_workspace_bytes(B, T, C), 1));
     return;
   }
   switch (hs) {

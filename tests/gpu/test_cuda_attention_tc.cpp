@@ -189,6 +189,8 @@ TEST_CASE("cuda attention bf16: peaked softmax, hs 32 and 128", "[cuda][attentio
   check_attention_bf16({2, 200, 128, 2, 2.0f}, 51);  // hs 64, qkv scaled by 2: strong online rescaling
   check_attention_bf16({1, 130, 256, 2}, 52);        // hs 128
   check_attention_bf16({2, 100, 128, 4}, 53);        // hs 32
+  check_attention_bf16({6, 13, 1024, 8}, 54);        // hs 128, T < 16 (zero-filled rows), B·NH = 48
+  check_attention_bf16({1, 333, 256, 2}, 55);        // hs 128, 6 tiles: double-buffered dK/dV
 }
 
 TEST_CASE("cuda attention bf16: GPT-2 small layer shape", "[cuda][attention][bf16]") {
