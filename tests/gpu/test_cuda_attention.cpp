@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/error.hpp"
+#include "attention_ref.hpp"
 #include "gpu_compare.hpp"
 
 namespace competelm::gpu_testing {
@@ -26,13 +27,6 @@ struct Shape {
   // the CPU keeps P: with logits ~qkv_scale² larger, fp32 rounding of s − L grows with them.
   double grad_rtol = kRtol, grad_atol = kAtol;
 };
-
-std::string describe(const Shape& s) {
-  std::ostringstream os;
-  os << "B=" << s.B << " T=" << s.T << " C=" << s.C << " NH=" << s.NH << " hs=" << s.C / s.NH
-     << " qkv_scale=" << s.qkv_scale;
-  return os.str();
-}
 
 // Memory on one backend only (the attention state differs in size between the two).
 struct Buffer {
@@ -52,31 +46,6 @@ struct Buffer {
     return h;
   }
 };
-
-// L[b,h,t] = log Σ_{s ≤ t} exp(q_t·k_s / sqrt(hs)), in double from the host qkv (B,T,3C).
-std::vector<float> host_lse(const std::vector<float>& qkv, const Shape& s) {
-  const int hs = s.C / s.NH;
-  const size_t C3 = 3 * size_t(s.C);
-  std::vector<float> lse(size_t(s.B) * s.NH * s.T);
-  std::vector<double> row(size_t(s.T));
-  for (int b = 0; b < s.B; ++b)
-    for (int h = 0; h < s.NH; ++h)
-      for (int t = 0; t < s.T; ++t) {
-        const float* q = &qkv[(size_t(b) * s.T + t) * C3 + size_t(h) * hs];
-        double m = -INFINITY;
-        for (int u = 0; u <= t; ++u) {
-          const float* k = &qkv[(size_t(b) * s.T + u) * C3 + s.C + size_t(h) * hs];
-          double dot = 0.0;
-          for (int d = 0; d < hs; ++d) dot += double(q[d]) * k[d];
-          row[size_t(u)] = dot / std::sqrt(double(hs));
-          m = std::max(m, row[size_t(u)]);
-        }
-        double sum = 0.0;
-        for (int u = 0; u <= t; ++u) sum += std::exp(row[size_t(u)] - m);
-        lse[(size_t(b) * s.NH + h) * s.T + t] = float(m + std::log(sum));
-      }
-  return lse;
-}
 
 bool bit_identical(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;

@@ -27,20 +27,8 @@ fail() { echo "FAIL: $*"; exit 1; }
 PYTHON=/usr/bin/python3
 [ -x "$PYTHON" ] || PYTHON=python3
 
-"$PYTHON" - "$WORK" <<'PY'
-import random, struct, sys
-random.seed(9)
-def shard(path, n):
-    x, toks = 0, []
-    for _ in range(n):
-        x = random.randrange(64) if random.random() < 0.1 else (3 * x + 1) % 64
-        toks.append(x)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<256i", 20240520, 1, n, *([0] * 253)))
-        f.write(struct.pack(f"<{n}H", *toks))
-shard(f"{sys.argv[1]}/d_train_000000.bin", 20000)
-shard(f"{sys.argv[1]}/d_val_000000.bin", 2000)
-PY
+# Shards in llm.c's format (uint16 tokens) of a learnable pattern over 64 ids.
+"$PYTHON" "$SRC/tests/integration/write_shards.py" shards "$WORK" d train_000000:20000 val_000000:2000
 common=(configs/tiny.yaml --set model.vocab_size=64 --set model.d_model=32 --set model.seq_len=16
         --set "data.train=$WORK/d_train_*.bin" --set "data.val=$WORK/d_val_*.bin"
         --set train.steps=10 --set checkpoint.every=2 --set checkpoint.keep=2

@@ -14,20 +14,7 @@ fails=0
 fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 
 # Shards in llm.c's format (uint16 tokens) of a learnable pattern over 64 ids.
-"$PYTHON" - "$TMP" <<'PY'
-import random, struct, sys
-random.seed(1)
-def shard(path, n):
-    x, toks = 0, []
-    for _ in range(n):
-        x = random.randrange(64) if random.random() < 0.1 else (3 * x + 1) % 64
-        toks.append(x)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<256i", 20240520, 1, n, *([0] * 253)))
-        f.write(struct.pack(f"<{n}H", *toks))
-shard(f"{sys.argv[1]}/t_train_000000.bin", 20000)
-shard(f"{sys.argv[1]}/t_val_000000.bin", 2000)
-PY
+"$PYTHON" "$SRC/tests/integration/write_shards.py" shards "$TMP" t train_000000:20000 val_000000:2000
 cat >"$TMP/tiny.yaml" <<YAML
 run: {dir: $TMP/run, seed: 3, device: cpu, threads: 1}
 model: {n_layer: 2, d_model: 32, n_head: 4, seq_len: 16, vocab_size: 64}

@@ -28,20 +28,7 @@ secs() { printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)); }  # ms → seconds
 t_start=$(now_ms)
 
 # Shards in llm.c's format (uint16 tokens) of a learnable pattern over 64 ids.
-"$PYTHON" - "$WORK" <<'PY'
-import random, struct, sys
-random.seed(5)
-def shard(path, n):
-    x, toks = 0, []
-    for _ in range(n):
-        x = random.randrange(64) if random.random() < 0.1 else (3 * x + 1) % 64
-        toks.append(x)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<256i", 20240520, 1, n, *([0] * 253)))
-        f.write(struct.pack(f"<{n}H", *toks))
-shard(f"{sys.argv[1]}/k_train_000000.bin", 60000)
-shard(f"{sys.argv[1]}/k_val_000000.bin", 2000)
-PY
+"$PYTHON" "$SRC/tests/integration/write_shards.py" shards "$WORK" k train_000000:60000 val_000000:2000
 
 STEPS=400
 KILLS=${KILL_RESUME_KILLS:-20}
