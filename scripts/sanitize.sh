@@ -44,9 +44,14 @@ build_tree() {  # DIR SANITIZERS CC CXX TARGET...
 
 run_address() {
   local t0=$(date +%s) dir=build-asan
-  build_tree "$dir" "address;undefined" gcc g++ competelm-tests competelm-train competelm-fuzz-replay
+  # The unit tests also run competelm-eval, -inspect and -tokenize as subprocesses.
+  build_tree "$dir" "address;undefined" gcc g++ competelm-tests competelm-train competelm-fuzz-replay \
+    competelm-eval competelm-inspect competelm-tokenize
   local t1=$(date +%s)
-  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1
+  # detect_stack_use_after_return stays off: its fake stack frames break GCC 12's 64-byte
+  # vector locals inside `#pragma GCC target("avx512f")` code (the AVX-512 CPU kernels read
+  # through a bogus pointer and crash); the same test passes with it off.
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=0
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   echo "sanitize.sh: [address] unit tests (excluded: $ASAN_EXCLUDE)"
   "$dir/bin/competelm-tests" "$ASAN_EXCLUDE" --order lex  # one spec: its exclusions AND together

@@ -205,7 +205,7 @@ SafetensorsFile read_safetensors(const std::string& path) {
     const size_t es = dtype_size(e.dtype), numel = raw.size() / es;
     t.data.resize(numel);
     if (e.dtype == "F32") {
-      std::memcpy(t.data.data(), raw.data(), raw.size());
+      if (!raw.empty()) std::memcpy(t.data.data(), raw.data(), raw.size());  // empty tensor: null pointers
     } else {
       const bool bf = e.dtype == "BF16";
       for (size_t i = 0; i < numel; i++) {
