@@ -1,13 +1,34 @@
 #pragma once
-// Shared by the attention GPU tests: a shape's description and the log-sum-exp reference.
-// Shape: any struct with B, T, C, NH and qkv_scale.
+// Shared by the attention GPU tests: a shape's description, the log-sum-exp reference, and a
+// buffer on one backend. Shape: any struct with B, T, C, NH and qkv_scale.
 #include <algorithm>
 #include <cmath>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "backend/backend.hpp"
+
 namespace competelm::gpu_testing {
+
+// Memory on one backend only (the attention state differs in size between the two), zeroed.
+struct Buffer {
+  Backend& be;
+  float* p = nullptr;
+  size_t n = 0;
+  Buffer(Backend& backend, size_t count) : be(backend), n(count) {
+    p = static_cast<float*>(be.alloc(std::max<size_t>(n, 1) * sizeof(float)));
+    be.zero(p, std::max<size_t>(n, 1) * sizeof(float));
+  }
+  ~Buffer() { be.dealloc(p); }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  std::vector<float> host() const {
+    std::vector<float> h(n);
+    be.download(h.data(), p, n * sizeof(float));
+    return h;
+  }
+};
 
 template <class Shape>
 std::string describe(const Shape& s) {

@@ -28,25 +28,6 @@ struct Shape {
   double grad_rtol = kRtol, grad_atol = kAtol;
 };
 
-// Memory on one backend only (the attention state differs in size between the two).
-struct Buffer {
-  Backend& be;
-  float* p = nullptr;
-  size_t n = 0;
-  Buffer(Backend& backend, size_t count) : be(backend), n(count) {
-    p = static_cast<float*>(be.alloc(std::max<size_t>(n, 1) * sizeof(float)));
-    be.zero(p, std::max<size_t>(n, 1) * sizeof(float));
-  }
-  ~Buffer() { be.dealloc(p); }
-  Buffer(const Buffer&) = delete;
-  Buffer& operator=(const Buffer&) = delete;
-  std::vector<float> host() const {
-    std::vector<float> h(n);
-    be.download(h.data(), p, n * sizeof(float));
-    return h;
-  }
-};
-
 bool bit_identical(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }

@@ -32,25 +32,6 @@ struct TcShape {
   float qkv_scale = 1.0f;  // 2: peaked softmax, strong online rescaling
 };
 
-// Memory on one backend only (the attention state differs in size between the two).
-struct Buf {
-  Backend& be;
-  float* p = nullptr;
-  size_t n = 0;
-  Buf(Backend& backend, size_t count) : be(backend), n(count) {
-    p = static_cast<float*>(be.alloc(std::max<size_t>(n, 1) * sizeof(float)));
-    be.zero(p, std::max<size_t>(n, 1) * sizeof(float));
-  }
-  ~Buf() { be.dealloc(p); }
-  Buf(const Buf&) = delete;
-  Buf& operator=(const Buf&) = delete;
-  std::vector<float> host() const {
-    std::vector<float> h(n);
-    be.download(h.data(), p, n * sizeof(float));
-    return h;
-  }
-};
-
 // Sums of squares of (got − ref) and of (ref − base) over the elements whose column (mod
 // `period`) lies in [lo, hi): one third of the qkv columns, or all with period = 0.
 struct Norms {
@@ -89,8 +70,8 @@ void check_attention_bf16(const TcShape& s, uint64_t seed) {
   const std::vector<float> qkv_host = randn(n_qkv, seed, s.qkv_scale);
   Twin<float> qkv(p, qkv_host);
   Twin<float> out(p, randn(n_out, seed + 1));  // garbage: the forward overwrites it
-  Buf att_cpu(*p.cpu, p.cpu->attention_state_elements(B, NH, T));
-  Buf att_cuda(*p.cuda, n_rows);
+  Buffer att_cpu(*p.cpu, p.cpu->attention_state_elements(B, NH, T));
+  Buffer att_cuda(*p.cuda, n_rows);
 
   // ---- forward ----
   p.cpu->attention_forward(out.cpu, att_cpu.p, qkv.cpu, B, T, C, NH);
@@ -113,8 +94,8 @@ void check_attention_bf16(const TcShape& s, uint64_t seed) {
   const std::vector<float> prefill = randn(n_qkv, seed + 3, 0.05f);
   Twin<float> dout(p, randn(n_out, seed + 2));
   Twin<float> dqkv(p, prefill);
-  Buf scratch_cpu(*p.cpu, p.cpu->attention_scratch_elements(B, NH, T));
-  Buf scratch_cuda(*p.cuda, n_rows);
+  Buffer scratch_cpu(*p.cpu, p.cpu->attention_scratch_elements(B, NH, T));
+  Buffer scratch_cuda(*p.cuda, n_rows);
   p.cpu->attention_backward(dqkv.cpu, scratch_cpu.p, dout.cpu, qkv.cpu, att_cpu.p, B, T, C, NH);
   p.cuda->attention_backward(dqkv.cuda, scratch_cuda.p, dout.cuda, qkv.cuda, att_cuda.p, B, T, C, NH);
   const std::vector<float> g_cpu = dqkv.host_cpu(), g_cuda = dqkv.host_cuda();
@@ -132,11 +113,11 @@ void check_attention_bf16(const TcShape& s, uint64_t seed) {
   }
 
   // ---- determinism: the same calls again give bit-identical results ----
-  Buf att_again(*p.cuda, n_rows);
+  Buffer att_again(*p.cuda, n_rows);
   p.cuda->attention_forward(out.cuda, att_again.p, qkv.cuda, B, T, C, NH);
   CHECK(bit_identical(out_cuda, out.host_cuda()));
   CHECK(bit_identical(lse, att_again.host()));
-  Buf g1(*p.cuda, n_qkv), g2(*p.cuda, n_qkv);  // zeroed
+  Buffer g1(*p.cuda, n_qkv), g2(*p.cuda, n_qkv);  // zeroed
   p.cuda->attention_backward(g1.p, scratch_cuda.p, dout.cuda, qkv.cuda, att_cuda.p, B, T, C, NH);
   p.cuda->attention_backward(g2.p, scratch_cuda.p, dout.cuda, qkv.cuda, att_cuda.p, B, T, C, NH);
   const std::vector<float> h1 = g1.host(), h2 = g2.host();
@@ -173,8 +154,8 @@ TEST_CASE("cuda attention: fp32 mode keeps the exact fp32 path", "[cuda][attenti
   const int B = 2, T = 65, C = 128, NH = 2;
   Twin<float> qkv(p, randn(size_t(B) * T * 3 * C, 71));
   Twin<float> out(p, size_t(B) * T * C);
-  Buf att_cpu(*p.cpu, p.cpu->attention_state_elements(B, NH, T));
-  Buf att_cuda(*p.cuda, p.cuda->attention_state_elements(B, NH, T));
+  Buffer att_cpu(*p.cpu, p.cpu->attention_state_elements(B, NH, T));
+  Buffer att_cuda(*p.cuda, p.cuda->attention_state_elements(B, NH, T));
   p.cpu->attention_forward(out.cpu, att_cpu.p, qkv.cpu, B, T, C, NH);
   p.cuda->attention_forward(out.cuda, att_cuda.p, qkv.cuda, B, T, C, NH);
   require_close(out, 1e-4, 1e-5, "fp32 mode attention_forward out");  // far below bf16 rounding
@@ -186,8 +167,8 @@ TEST_CASE("cuda attention: fwd+bwd speed, fp32 vs bf16", "[cuda][attention][bf16
   Pair p;
   const int B = 16, T = 1024, C = 768, NH = 12, hs = C / NH;
   const size_t n_qkv = size_t(B) * T * 3 * C, n_out = size_t(B) * T * C, n_rows = size_t(B) * NH * T;
-  Buf qkv(*p.cuda, n_qkv), dqkv(*p.cuda, n_qkv), out(*p.cuda, n_out), dout(*p.cuda, n_out);
-  Buf lse(*p.cuda, n_rows), scratch(*p.cuda, n_rows);
+  Buffer qkv(*p.cuda, n_qkv), dqkv(*p.cuda, n_qkv), out(*p.cuda, n_out), dout(*p.cuda, n_out);
+  Buffer lse(*p.cuda, n_rows), scratch(*p.cuda, n_rows);
   const std::vector<float> q_host = randn(n_qkv, 81), d_host = randn(n_out, 82);
   p.cuda->upload(qkv.p, q_host.data(), n_qkv * sizeof(float));
   p.cuda->upload(dout.p, d_host.data(), n_out * sizeof(float));
