@@ -672,6 +672,25 @@ TEST_CASE("make_backend picks cpu and names unavailable or unknown devices", "[o
   CHECK_THROWS_AS(CpuBackend(-1), competelm::Error);
 }
 
+TEST_CASE("run.precision: the CPU backend takes fp32 (and auto), refuses tf32/bf16 with a hint", "[ops]") {
+  auto be = competelm::make_backend("cpu", 1);
+  competelm::apply_precision(*be, "auto");
+  CHECK(be->precision() == competelm::Precision::fp32);
+  competelm::apply_precision(*be, "fp32");
+  CHECK(be->precision() == competelm::Precision::fp32);
+  CHECK(be->memory_is_host());
+  for (const char* p : {"bf16", "tf32"}) {
+    try {
+      competelm::apply_precision(*be, p);
+      FAIL("the CPU backend accepted run.precision " << p);
+    } catch (const competelm::Error& e) {
+      CHECK_THAT(e.what(), Catch::Contains(std::string("run.precision: ") + p) && Catch::Contains("CUDA"));
+      CHECK_THAT(e.hint(), Catch::Contains("fp32"));
+    }
+  }
+  CHECK_THROWS_WITH(competelm::apply_precision(*be, "fp8"), Catch::Contains("'fp8'"));
+}
+
 TEST_CASE("sgemm benchmark reports a positive throughput", "[ops]") {
   CpuBackend be(1);
   const double gflops = competelm::cpu::measure_sgemm_gflops(64, 48, 32, 3);
