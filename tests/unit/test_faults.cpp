@@ -86,26 +86,40 @@ TrainerOptions resume_opts() {
   return o;
 }
 
+// What most fault tests compare: on the same synthetic shards and options, an uninterrupted
+// reference run (tmp/ref, trained by the constructor) and the run under test (run_config()).
+struct ReferenceRun {
+  TempDir tmp;
+  std::vector<std::string> common;
+  Config ref;
+  std::vector<std::string> ref_ckpts;  // the reference's checkpoints, oldest first
+  ReferenceRun(const char* name, std::vector<std::string> options) : tmp(name), common(std::move(options)) {
+    write_pattern_shards(tmp.str(), 64, 20000, 2000);
+    ref = config({"run.dir=" + tmp.str() + "/ref"});
+    REQUIRE(train(ref, quiet()) == 0);
+    ref_ckpts = list_checkpoints(ref.run.dir);
+  }
+  Config run_config() const { return config({}); }
+
+ private:
+  Config config(std::vector<std::string> extra) const {
+    extra.insert(extra.end(), common.begin(), common.end());
+    return tiny_config(tmp.str(), extra);
+  }
+};
+
 }  // namespace
 
 TEST_CASE("a full disk under checkpoint.on_error=stop ends the run naming file, cause and fix; "
           "the previous checkpoint stays loadable",
           "[faults]") {
-  TempDir tmp("faults-stop");
-  write_pattern_shards(tmp.str(), 64, 20000, 2000);
-  const std::vector<std::string> common = {"train.steps=8", "checkpoint.every=4", "eval.every=0", "run.threads=1"};
-  auto with = [&](std::vector<std::string> o) {
-    o.insert(o.end(), common.begin(), common.end());
-    return o;
-  };
-  Config ref = tiny_config(tmp.str(), with({"run.dir=" + tmp.str() + "/ref"}));
-  REQUIRE(train(ref, quiet()) == 0);
-  const auto ref_ckpts = list_checkpoints(ref.run.dir);
+  ReferenceRun r("faults-stop", {"train.steps=8", "checkpoint.every=4", "eval.every=0", "run.threads=1"});
+  const auto& ref_ckpts = r.ref_ckpts;
   REQUIRE(ref_ckpts.size() == 2);
   // Room for one checkpoint and a half: step 4 fits, step 8 runs out of space mid-file.
   const uint64_t one = checkpoint_bytes(ref_ckpts[0]);
 
-  Config cfg = tiny_config(tmp.str(), with({}));
+  Config cfg = r.run_config();
   REQUIRE(cfg.checkpoint.on_error == "stop");  // the default
   {
     FaultGuard full(long(one + one / 2));
@@ -140,23 +154,15 @@ TEST_CASE("a full disk under checkpoint.on_error=stop ends the run naming file, 
 TEST_CASE("a full disk under checkpoint.on_error=continue warns, trains on identically and reports "
           "the failed writes",
           "[faults]") {
-  TempDir tmp("faults-continue");
-  write_pattern_shards(tmp.str(), 64, 20000, 2000);
-  const std::vector<std::string> common = {"train.steps=8", "checkpoint.every=4", "eval.every=0", "run.threads=1",
-                                           "checkpoint.on_error=continue"};
-  auto with = [&](std::vector<std::string> o) {
-    o.insert(o.end(), common.begin(), common.end());
-    return o;
-  };
-  Config ref = tiny_config(tmp.str(), with({"run.dir=" + tmp.str() + "/ref"}));
-  REQUIRE(train(ref, quiet()) == 0);
-  const auto ref_ckpts = list_checkpoints(ref.run.dir);
+  ReferenceRun r("faults-continue", {"train.steps=8", "checkpoint.every=4", "eval.every=0", "run.threads=1",
+                                  "checkpoint.on_error=continue"});
+  const auto& ref_ckpts = r.ref_ckpts;
   REQUIRE(ref_ckpts.size() == 2);
   const uint64_t one = checkpoint_bytes(ref_ckpts[0]);
 
   // The disk stays full after step 4: the periodic write at step 8 fails, and the end of the
   // run does not write the same state again; the exit code says the final state is not saved.
-  Config cfg = tiny_config(tmp.str(), with({}));
+  Config cfg = r.run_config();
   {
     FaultGuard full(long(one + one / 2));
     CHECK(train(cfg, quiet()) == 4);
@@ -168,7 +174,7 @@ TEST_CASE("a full disk under checkpoint.on_error=continue warns, trains on ident
                       Catch::Contains("1 checkpoint write(s) failed (checkpoint.on_error = continue), "
                                       "including the final one"));
   // Training itself was not disturbed: every logged loss equals the reference run's.
-  CHECK(metric_values(cfg.run.dir + "/metrics.jsonl", "loss") == metric_values(ref.run.dir + "/metrics.jsonl", "loss"));
+  CHECK(metric_values(cfg.run.dir + "/metrics.jsonl", "loss") == metric_values(r.ref.run.dir + "/metrics.jsonl", "loss"));
   const auto ckpts = list_checkpoints(cfg.run.dir);
   REQUIRE(ckpts.size() == 1);
   CHECK(fs::path(ckpts[0]).filename() == "step_00000004");
@@ -177,23 +183,15 @@ TEST_CASE("a full disk under checkpoint.on_error=continue warns, trains on ident
 }
 
 TEST_CASE("under checkpoint.on_error=continue the next checkpoint retries once space is back", "[faults]") {
-  TempDir tmp("faults-retry");
-  write_pattern_shards(tmp.str(), 64, 20000, 2000);
-  const std::vector<std::string> common = {"train.steps=16", "checkpoint.every=2", "checkpoint.keep=2",
-                                           "eval.every=0", "run.threads=1", "checkpoint.on_error=continue"};
-  auto with = [&](std::vector<std::string> o) {
-    o.insert(o.end(), common.begin(), common.end());
-    return o;
-  };
-  Config ref = tiny_config(tmp.str(), with({"run.dir=" + tmp.str() + "/ref"}));
-  REQUIRE(train(ref, quiet()) == 0);
-  const auto ref_ckpts = list_checkpoints(ref.run.dir);
+  ReferenceRun r("faults-retry", {"train.steps=16", "checkpoint.every=2", "checkpoint.keep=2",
+                                  "eval.every=0", "run.threads=1", "checkpoint.on_error=continue"});
+  const auto& ref_ckpts = r.ref_ckpts;
   REQUIRE(!ref_ckpts.empty());
   const uint64_t one = checkpoint_bytes(ref_ckpts.back());
 
   // The disk fills during the step-4 checkpoint; a watcher "frees space" (disarms the fault)
   // as soon as the failure is in train.log, and a later checkpoint succeeds.
-  Config cfg = tiny_config(tmp.str(), with({}));
+  Config cfg = r.run_config();
   FaultGuard full(long(one + one / 2));
   std::atomic<bool> done{false};
   std::thread watcher([&] {
@@ -252,17 +250,9 @@ TEST_CASE("a NaN gradient under train.on_nan=stop ends the run before the update
 }
 
 TEST_CASE("a NaN gradient under train.on_nan=skip skips that update only and records it", "[faults]") {
-  TempDir tmp("faults-nan-skip");
-  write_pattern_shards(tmp.str(), 64, 20000, 2000);
-  const std::vector<std::string> common = {"train.steps=8", "checkpoint.every=1", "checkpoint.keep=10",
-                                           "eval.every=0", "run.threads=1", "train.on_nan=skip"};
-  auto with = [&](std::vector<std::string> o) {
-    o.insert(o.end(), common.begin(), common.end());
-    return o;
-  };
-  Config ref = tiny_config(tmp.str(), with({"run.dir=" + tmp.str() + "/ref"}));
-  REQUIRE(train(ref, quiet()) == 0);
-  Config cfg = tiny_config(tmp.str(), with({}));
+  ReferenceRun r("faults-nan-skip", {"train.steps=8", "checkpoint.every=1", "checkpoint.keep=10",
+                                  "eval.every=0", "run.threads=1", "train.on_nan=skip"});
+  Config cfg = r.run_config();
   {
     EnvGuard nan("COMPETELM_TEST_NAN_GRAD", "5");
     REQUIRE(train(cfg, quiet()) == 0);
@@ -282,7 +272,7 @@ TEST_CASE("a NaN gradient under train.on_nan=skip skips that update only and rec
   CHECK_THAT(read_text(cfg.run.dir + "/train.log"), Catch::Contains("1 step(s) skipped"));
   // Steps 1-4 are the reference run's; step 5's update did not happen: parameters, moments and
   // the AdamW step count at step 5 equal those at step 4.
-  const auto a = metric_values(ref.run.dir + "/metrics.jsonl", "loss");
+  const auto a = metric_values(r.ref.run.dir + "/metrics.jsonl", "loss");
   const auto b = metric_values(metrics, "loss");
   for (int i = 0; i < 5; ++i) CHECK(a[i] == b[i]);  // step 5's forward ran on the same weights
   const auto ckpts = list_checkpoints(cfg.run.dir);
