@@ -1,0 +1,237 @@
+// competelm-nccl-emu: cuda/nccl_comm.cu (NcclComm), compiled by the host compiler against the
+// emulating shim (shim/nccl.h: NCCL as MPI on host memory; shim/cuda_runtime.h: device memory is
+// host memory), checked collective by collective against MpiComm on the same random data. Run
+// under mpirun (tests/cuda_emu/nccl_emu.sh: 1 to 4 ranks). Every result must equal MpiComm's
+// bit for bit (values are integers, so sums are exact in any order), and so must bytes_sent().
+// Exit status 1 on any mismatch on any rank.
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/backend.hpp"
+#include "core/error.hpp"
+#include "cuda_backend.cuh"
+#include "dist/dist_context.hpp"
+#include "dist/nccl_comm.hpp"
+#include "nccl.h"
+
+using namespace competelm;
+
+namespace {
+
+struct Checker {
+  cuda::CudaBackend& be;
+  std::string label;
+  int failures = 0;
+
+  void expect(bool ok, const std::string& what) {
+    if (ok) return;
+    ++failures;
+    std::printf("FAIL [%s] %s\n", label.c_str(), what.c_str());
+  }
+  template <class T>
+  T* up(const std::vector<T>& v) {
+    auto* p = static_cast<T*>(be.alloc(std::max<size_t>(v.size(), 1) * sizeof(T)));
+    be.upload(p, v.data(), v.size() * sizeof(T));
+    return p;
+  }
+  template <class T>
+  std::vector<T> down(T* p, size_t n) {
+    std::vector<T> v(n);
+    be.download(v.data(), p, n * sizeof(T));
+    be.dealloc(p);
+    return v;
+  }
+  template <class T>
+  void same(const std::vector<T>& got, const std::vector<T>& ref, const std::string& what) {
+    expect(got.size() == ref.size() && std::memcmp(got.data(), ref.data(), ref.size() * sizeof(T)) == 0,
+           what + " differs from MpiComm");
+  }
+};
+
+// Every collective of `nc` (NcclComm) against `ref` (MpiComm over the same ranks). `seed` is the
+// same on every rank of the communicator (sizes and counts), data differ per rank.
+int check_collectives(Comm& nc, Comm& ref, cuda::CudaBackend& be, uint64_t seed, const std::string& label) {
+  Checker c{be, label + " rank " + std::to_string(nc.rank()) + "/" + std::to_string(nc.size())};
+  c.expect(nc.rank() == ref.rank() && nc.size() == ref.size(), "rank/size differ from MpiComm");
+  const int P = ref.size(), me = ref.rank();
+  const uint64_t bytes0 = nc.bytes_sent(), ref_bytes0 = ref.bytes_sent();
+  std::mt19937_64 shared(seed), mine(seed * 7919 + uint64_t(me) + 1);
+  auto ints = [&](size_t n, int64_t lo, int64_t hi) {
+    std::uniform_int_distribution<int64_t> d(lo, hi);
+    std::vector<int64_t> v(n);
+    for (auto& x : v) x = d(mine);
+    return v;
+  };
+  auto bytes = [&](size_t n) {
+    std::vector<unsigned char> v(n);
+    for (auto& x : v) x = static_cast<unsigned char>(mine() & 0xFF);
+    return v;
+  };
+
+  for (size_t n : {size_t(1), size_t(37), size_t(1000)}) {
+    const auto i = ints(n, -1000, 1000);
+    std::vector<double> d(i.begin(), i.end()), dref = d;
+    double* dev = c.up(d);
+    nc.allreduce_sum(dev, n);
+    ref.allreduce_sum(dref.data(), n);
+    c.same(c.down(dev, n), dref, "allreduce_sum(double) n=" + std::to_string(n));
+
+    auto l = ints(n, -(int64_t(1) << 40), int64_t(1) << 40), lref = l;
+    int64_t* ldev = c.up(l);
+    nc.allreduce_sum(ldev, n);
+    ref.allreduce_sum(lref.data(), n);
+    c.same(c.down(ldev, n), lref, "allreduce_sum(int64) n=" + std::to_string(n));
+  }
+  {
+    const int v = int(ints(1, -50, 50)[0]);
+    c.expect(nc.allreduce_max(v) == ref.allreduce_max(v), "allreduce_max");
+  }
+  for (size_t n : {size_t(1), size_t(5), size_t(300)}) {
+    const auto i = ints(n * static_cast<size_t>(P), -100, 100);
+    const std::vector<float> send(i.begin(), i.end());
+    std::vector<float> rref(n);
+    float* s = c.up(send);
+    float* r = c.up(std::vector<float>(n, -7.0f));
+    nc.reduce_scatter_sum(s, r, n);
+    ref.reduce_scatter_sum(send.data(), rref.data(), n);
+    c.same(c.down(r, n), rref, "reduce_scatter_sum n=" + std::to_string(n));
+    c.same(c.down(s, send.size()), send, "reduce_scatter_sum's send buffer");
+  }
+  for (size_t b : {size_t(1), size_t(13), size_t(4096)}) {
+    const auto send = bytes(b);
+    std::vector<unsigned char> rref(b * static_cast<size_t>(P));
+    unsigned char* s = c.up(send);
+    unsigned char* r = c.up(bytes(rref.size()));
+    nc.allgather(s, r, b);
+    ref.allgather(send.data(), rref.data(), b);
+    c.same(c.down(r, rref.size()), rref, "allgather bytes=" + std::to_string(b));
+    be.dealloc(s);
+
+    const auto send2 = bytes(b * static_cast<size_t>(P));
+    s = c.up(send2);
+    r = c.up(bytes(rref.size()));
+    nc.alltoall(s, r, b);
+    ref.alltoall(send2.data(), rref.data(), b);
+    c.same(c.down(r, rref.size()), rref, "alltoall bytes=" + std::to_string(b));
+    be.dealloc(s);
+  }
+  // alltoallv: counts[s][r] = bytes rank s sends rank r, drawn from the shared stream (every rank
+  // knows the whole matrix); about a third are zero. Round 1: rank 0 sends nobody anything.
+  // Round 2: everybody sends only to itself. Round 3: one large uneven exchange.
+  for (int round = 0; round < 4; ++round) {
+    std::vector<std::vector<int64_t>> cnt(static_cast<size_t>(P), std::vector<int64_t>(static_cast<size_t>(P)));
+    std::uniform_int_distribution<int64_t> d(0, round == 3 ? 20000 : 300);
+    for (int s = 0; s < P; ++s)
+      for (int r = 0; r < P; ++r) {
+        const bool zero = shared() % 3 == 0;
+        cnt[s][r] = zero ? 0 : d(shared);
+        if (round == 1 && s == 0) cnt[s][r] = 0;
+        if (round == 2 && s != r) cnt[s][r] = 0;
+      }
+    std::vector<int64_t> sb(static_cast<size_t>(P)), rb(static_cast<size_t>(P));
+    int64_t st = 0, rt = 0;
+    for (int r = 0; r < P; ++r) sb[r] = cnt[me][r], rb[r] = cnt[r][me], st += sb[r], rt += rb[r];
+    const auto send = bytes(static_cast<size_t>(st));
+    std::vector<unsigned char> rref(static_cast<size_t>(rt));
+    unsigned char* s = c.up(send);
+    unsigned char* r = c.up(bytes(static_cast<size_t>(rt)));
+    nc.alltoallv(s, sb, r, rb);
+    ref.alltoallv(send.data(), sb, rref.data(), rb);
+    c.same(c.down(r, rref.size()), rref, "alltoallv round " + std::to_string(round));
+    be.dealloc(s);
+  }
+  for (int root : {P - 1, P / 2, 0}) {
+    for (size_t b : {size_t(1), size_t(5000)}) {
+      std::vector<unsigned char> data = bytes(b), dref = data;
+      unsigned char* p = c.up(data);
+      nc.broadcast(p, b, root);
+      ref.broadcast(dref.data(), b, root);
+      c.same(c.down(p, b), dref, "broadcast root=" + std::to_string(root) + " bytes=" + std::to_string(b));
+    }
+  }
+  nc.barrier();
+  // Zero-sized calls are no-ops (and must not hang).
+  nc.allgather(nullptr, nullptr, 0);
+  ref.allgather(nullptr, nullptr, 0);
+  nc.allreduce_sum(static_cast<double*>(nullptr), 0);
+  ref.allreduce_sum(static_cast<double*>(nullptr), 0);
+  c.expect(nc.bytes_sent() - bytes0 == ref.bytes_sent() - ref_bytes0,
+           "bytes_sent " + std::to_string(nc.bytes_sent() - bytes0) + " vs MpiComm's " +
+               std::to_string(ref.bytes_sent() - ref_bytes0));
+  c.expect(nc.bytes_sent() - bytes0 > 0 || P == 1, "bytes_sent did not grow");
+  return c.failures;
+}
+
+int run(Comm& world) {
+  int failures = 0;
+  cuda::CudaBackend be(0);
+  // The reference: a fresh MpiComm over the same ranks (its bytes_sent starts at 0).
+  std::unique_ptr<Comm> ref = world.split(0, world.rank());
+  {
+    std::shared_ptr<Comm> boot = world.split(0, world.rank());
+    std::unique_ptr<Comm> nc = make_nccl_comm(boot, be);
+    failures += check_collectives(*nc, *ref, be, 1, "world");
+
+    // Two groups (even / odd world ranks), ordered by descending world rank: key ordering, and
+    // NCCL communicators initialised concurrently by disjoint groups.
+    const int color = world.rank() % 2, key = -world.rank();
+    std::unique_ptr<Comm> sub = nc->split(color, key), sub_ref = ref->split(color, key);
+    failures += check_collectives(*sub, *sub_ref, be, 100 + uint64_t(color), "split " + std::to_string(color));
+    // A split of a split: only the sub-communicator's ranks take part in the NCCL init.
+    const int half = sub_ref->rank() < (sub_ref->size() + 1) / 2 ? 0 : 1;
+    std::unique_ptr<Comm> sub2 = sub->split(half, sub_ref->rank()), sub2_ref = sub_ref->split(half, sub_ref->rank());
+    failures += check_collectives(*sub2, *sub2_ref, be, 200 + uint64_t(color * 2 + half), "split of split");
+
+    // Misuse is refused with competelm::Error on every rank alike (nothing left pending).
+    std::vector<int64_t> sb(size_t(nc->size()), 0), rb = sb;
+    sb[size_t(nc->rank())] = 4, rb[size_t(nc->rank())] = 8;
+    bool threw = false;
+    try {
+      nc->alltoallv(nullptr, sb, nullptr, rb);
+    } catch (const Error&) {
+      threw = true;
+    }
+    if (!threw) ++failures, std::printf("FAIL alltoallv with mismatched self counts was accepted\n");
+    std::unique_ptr<Backend> cpu = make_backend("cpu", 1);
+    threw = false;
+    try {
+      make_nccl_comm(boot, *cpu);
+    } catch (const Error& e) {
+      threw = std::string(e.what()).find("CUDA backend") != std::string::npos;
+    }
+    if (!threw) ++failures, std::printf("FAIL make_nccl_comm accepted the CPU backend\n");
+    nc->barrier();
+  }
+  if (nccl_emu::live_comms() != 0)
+    ++failures, std::printf("FAIL %d emulated NCCL communicators not destroyed\n", nccl_emu::live_comms());
+  if (!nccl_built()) ++failures, std::printf("FAIL nccl_built() is false in the NCCL communicator's build\n");
+  return failures;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  MpiSession session(&argc, &argv);
+  if (!session.active()) {
+    std::printf("competelm-nccl-emu: run it under mpirun (tests/cuda_emu/nccl_emu.sh)\n");
+    return 2;
+  }
+  std::shared_ptr<Comm> world = session.world();
+  int failures = 0;
+  try {
+    failures = run(*world);
+  } catch (const Error& e) {
+    std::printf("rank %d: error: %s\n", world->rank(), e.what());
+    world->abort(1);  // the other ranks may be waiting in a collective
+  }
+  const int worst = world->allreduce_max(failures);
+  if (world->rank() == 0)
+    std::printf("competelm-nccl-emu on %d ranks: %s\n", world->size(), worst ? "FAILED" : "all collectives match MpiComm");
+  return worst ? 1 : 0;
+}
