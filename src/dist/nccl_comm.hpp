@@ -20,7 +20,8 @@ class Backend;
 // Whether this binary was built with NCCL (a CUDA build that found nccl.h and libnccl).
 bool nccl_built();
 
-// Collective over every rank of `bootstrap`; `device` must be the CUDA backend. Throws
+// Collective over every rank of `bootstrap`; `device` must be the CUDA backend and outlive the
+// communicator (and every communicator split from it: each holds its own NCCL comm). Throws
 // competelm::Error (with a hint) when the binary was built without NCCL or NCCL fails.
 std::unique_ptr<Comm> make_nccl_comm(std::shared_ptr<Comm> bootstrap, Backend& device);
 
