@@ -2,7 +2,9 @@
 //
 // ---- Layout ------------------------------------------------------------------------------
 //   <run_dir>/checkpoints/step_00001000/           committed (8+ digit zero-padded step)
-//       model.bin, optim.bin, ...                  tensor files (format below)
+//       model.bin, optim.bin, ...                  tensor files (format below): one process
+//       model.shard-00000-of-00004.bin, ...        or, saved by W > 1 ranks, one file per rank
+//       optim.shard-00000-of-00004.bin, ...        and kind (the rank's slices, v2 below)
 //       config.yaml, rng.txt, ...                  opaque text / blobs
 //       meta.json                                  written last; its presence = committed
 //   <run_dir>/checkpoints/step_00001000.tmp-<pid>  being written (or left by a crash)
@@ -15,6 +17,17 @@
 //   checksum = checksum64 (XXH64, seed 0) of the whole file, lowercase hex; meta_checksum is
 //   the same over meta.json itself with its own 16 digits replaced by '0' (always last).
 //
+// A sharded kind ("model", "optim") is complete when meta.json lists all N files
+// <kind>.shard-R-of-N.bin (R = 0..N-1, 5 digits each) and their entries tile every tensor's
+// elements exactly once; Checkpoint::read_assembled joins them (any reader, any rank count).
+// The saver adds "ranks": W, "expert_parallel": P to meta.json (informational).
+//
+// Multi-rank commit (train/run_state.cpp): rank 0 creates the temporary directory and sends
+// its path to all; every rank writes and fsyncs its shard files there (CheckpointWriter's
+// helper form); a failure anywhere is all-reduced, so every rank throws the failing rank's
+// error and rank 0 removes the directory; otherwise the file records are gathered to rank 0,
+// which writes the state/config files and meta.json last (the commit marker) and renames.
+//
 // Commit protocol: every file is written with checked write() calls and fsynced; meta.json
 // is written and fsynced last; the temporary directory is fsynced; it is renamed onto the
 // final name (atomically exchanged with an existing checkpoint of the same step, which is
@@ -23,22 +36,27 @@
 // The writer holds flock() on its temporary directory so that prune_checkpoints can tell a
 // live writer's directory from one abandoned by a crashed process (pids get reused).
 //
-// ---- Tensor file format "CLMTENS" version 1 (stable; little-endian throughout) -----------
+// ---- Tensor file format "CLMTENS" versions 1 and 2 (stable; little-endian throughout) ----
 //   offset 0   char[8]   magic "CLMTENS\0"
-//          8   uint32    version = 1
+//          8   uint32    version = 1 (whole tensors) or 2 (slices)
 //         12   uint32    count (number of tensors)
 //         16   count directory entries, each:
 //                uint32    name length L (1..4096)
 //                char[L]   name (UTF-8, no terminator), unique within the file
 //                uint32    dtype (0 = f32; no other value defined in version 1)
 //                uint32    ndim (0..8)
-//                int64     dims[ndim] (each >= 0; numel = product, 1 for ndim = 0)
+//                int64     dims[ndim] (each >= 0; numel = product, 1 for ndim = 0): the
+//                          tensor's global shape
+//                uint64    begin  } version 2 only: the entry holds elements [begin, end)
+//                uint64    end    } of the flat tensor (begin <= end <= numel); v1: [0, numel)
 //                uint64    data offset from the file start, a multiple of 64
-//   then the data blocks, numel * 4 bytes each, in directory order, each starting at its
+//   then the data blocks, (end - begin) * 4 bytes each, in directory order, each starting at its
 //   offset (zero padding in between), not overlapping the directory or each other; the file
 //   ends exactly where the last block ends (at the directory end when count = 0).
+// Writers emit version 1 when every entry is whole (single-process files are unchanged).
 // Readers validate all of this before allocating (name/ndim/count caps, shape overflow,
-// every block inside the file) and throw competelm::Error naming file, tensor and offset.
+// every range inside its shape, every block inside the file) and throw competelm::Error
+// naming file, tensor and offset.
 // An incompatible change must bump the version; readers reject versions they do not know.
 #include "checkpoint/checkpoint.hpp"
 
@@ -60,6 +78,7 @@
 
 #include "checkpoint/file_io.hpp"
 #include "checkpoint/tensor_file.hpp"
+#include "core/tensor_table.hpp"
 #include "core/error.hpp"
 #include "core/fs_util.hpp"
 #include "core/json.hpp"
@@ -219,11 +238,26 @@ CheckpointWriter::CheckpointWriter(const std::string& run_dir, int64_t step)
   }
 }
 
+CheckpointWriter::CheckpointWriter(const std::string& temporary_dir, int64_t step, bool helper)
+    : step_(step), helper_(true) {
+  CLM_ASSERT(helper);
+  std::error_code ec;
+  const std::string base = fs::path(temporary_dir).filename().string();
+  if (!is_temporary_dir_name(base) || !fs::is_directory(temporary_dir, ec))
+    fail("{}: not a checkpoint's temporary directory (the owning rank's writer must create it)", temporary_dir);
+  tmp_dir_ = temporary_dir;
+}
+
 CheckpointWriter::~CheckpointWriter() {
   if (!committed_) abandon();
 }
 
 void CheckpointWriter::abandon() noexcept {
+  if (helper_) {  // the owning writer removes the directory
+    tmp_dir_.clear();
+    files_.clear();
+    return;
+  }
   if (!tmp_dir_.empty()) {
     std::error_code ec;
     fs::remove_all(tmp_dir_, ec);  // best effort: prune_checkpoints retries stale ones
@@ -263,7 +297,30 @@ void CheckpointWriter::write_text(const std::string& file_name, const std::strin
   write_file(file_name, [&](CheckpointFileWriter& out) { out.write(text.data(), text.size()); });
 }
 
+void CheckpointWriter::add_files(const std::vector<CheckpointFile>& files) {
+  if (committed_ || tmp_dir_.empty() || helper_)
+    fail("checkpoint step {}: add_files on a helper, after commit or after a failure", step_);
+  try {
+    for (const CheckpointFile& f : files) {
+      check_file_name(f.name, tmp_dir_);
+      if (f.name == kMetaFile) fail("{}: '{}' is reserved", tmp_dir_, f.name);
+      for (const auto& g : files_)
+        if (g.name == f.name) fail("{}: '{}' written twice", tmp_dir_, f.name);
+      const std::string path = tmp_dir_ + "/" + f.name;
+      std::error_code ec;
+      const auto size = fs::file_size(path, ec);
+      if (ec) fail("{}: written by another rank but cannot be read: {}", path, ec.message());
+      if (size != f.bytes) fail("{}: another rank wrote {} bytes but the file has {}", path, f.bytes, size);
+      files_.push_back(f);
+    }
+  } catch (...) {
+    abandon();
+    throw;
+  }
+}
+
 std::string CheckpointWriter::commit(const std::string& extra_json_fields) {
+  if (helper_) fail("checkpoint step {}: a helper writer cannot commit (the owning rank does)", step_);
   if (committed_ || tmp_dir_.empty())
     fail("checkpoint step {}: commit() called twice or after a failure", step_);
   try {
@@ -372,6 +429,117 @@ bool Checkpoint::has_file(const std::string& file_name) const {
 std::map<std::string, LoadedTensor> Checkpoint::read_tensors(const std::string& file_name) const {
   CheckpointFileReader in(dir_, file(file_name));
   return read_tensor_file(in);
+}
+
+namespace {
+
+// "<kind>.shard-00001-of-00004.bin" → {1, 4}; nullopt for any other name.
+std::optional<std::pair<int, int>> parse_shard_file_name(const std::string& name, const std::string& kind) {
+  const std::string prefix = kind + ".shard-";
+  constexpr size_t kDigits = 5;
+  if (name.size() != prefix.size() + kDigits + 4 + kDigits + 4 || name.compare(0, prefix.size(), prefix) != 0)
+    return std::nullopt;
+  auto number = [&](size_t at, int& out) {
+    out = 0;
+    for (size_t i = at; i < at + kDigits; ++i) {
+      if (name[i] < '0' || name[i] > '9') return false;
+      out = out * 10 + (name[i] - '0');
+    }
+    return true;
+  };
+  int rank = 0, ranks = 0;
+  const size_t of = prefix.size() + kDigits;
+  if (!number(prefix.size(), rank) || name.compare(of, 4, "-of-") != 0 || !number(of + 4, ranks) ||
+      name.compare(of + 4 + kDigits, 4, ".bin") != 0)
+    return std::nullopt;
+  return std::make_pair(rank, ranks);
+}
+
+}  // namespace
+
+std::string shard_file_name(const std::string& kind, int rank, int ranks) {
+  CLM_ASSERT(rank >= 0 && rank < ranks && ranks <= 99999);
+  return fmt::format("{}.shard-{:05d}-of-{:05d}.bin", kind, rank, ranks);
+}
+
+std::map<std::string, LoadedTensor> Checkpoint::read_assembled(const std::string& kind) const {
+  std::vector<const CheckpointFile*> sources;
+  const std::string whole_name = kind + ".bin";
+  if (has_file(whole_name)) {
+    sources.push_back(&file(whole_name));
+  } else {
+    int ranks = 0;
+    std::map<int, const CheckpointFile*> by_rank;
+    for (const CheckpointFile& f : files_) {
+      auto shard = parse_shard_file_name(f.name, kind);
+      if (!shard) continue;
+      if (ranks != 0 && shard->second != ranks)
+        fail("checkpoint {}: {} says {} ranks but another shard file says {}", dir_, f.name, shard->second, ranks);
+      ranks = shard->second;
+      if (shard->first >= ranks) fail("checkpoint {}: {}: rank {} of {} ranks", dir_, f.name, shard->first, ranks);
+      by_rank[shard->first] = &f;
+    }
+    if (ranks == 0) fail("checkpoint {}: has neither {} nor {}.shard-*.bin files", dir_, whole_name, kind);
+    for (int r = 0; r < ranks; ++r) {
+      if (!by_rank.count(r))
+        fail_hint("the checkpoint is incomplete; resume from an earlier one",
+                  "checkpoint {}: {} is missing (meta.json lists {} of {} {} shards)", dir_,
+                  shard_file_name(kind, r, ranks), by_rank.size(), ranks, kind);
+      sources.push_back(by_rank[r]);
+    }
+  }
+  // Upper bound on the elements the files can cover: an entry claiming a huge global shape
+  // (corruption) is refused before its tensor is allocated.
+  uint64_t budget = 0;
+  for (const CheckpointFile* f : sources) budget += f->bytes / sizeof(float);
+
+  struct Piece {
+    uint64_t begin, end;
+    const std::string* file;
+  };
+  std::map<std::string, LoadedTensor> out;
+  std::map<std::string, std::vector<Piece>> pieces;
+  std::map<std::string, std::string> first_file;  // where each tensor was first seen
+  uint64_t allocated = 0;
+  for (const CheckpointFile* f : sources) {
+    CheckpointFileReader in(dir_, *f);
+    for (auto& [name, slice] : read_tensor_slices(in)) {
+      auto it = out.find(name);
+      if (it == out.end()) {
+        const uint64_t numel = slice.numel();
+        if (numel > budget - allocated)
+          fail("{}/{}: tensor '{}' {} has more elements ({}) than the {} files hold", dir_, f->name, name,
+               shape_str(slice.shape), numel, kind);
+        allocated += numel;
+        it = out.emplace(name, LoadedTensor{slice.shape, std::vector<float>(size_t(numel), 0.0f)}).first;
+        first_file[name] = f->name;
+      } else if (it->second.shape != slice.shape) {
+        fail("{}/{}: tensor '{}' has shape {} but {} gives it {}", dir_, f->name, name, shape_str(slice.shape),
+             first_file[name], shape_str(it->second.shape));
+      }
+      std::copy(slice.data.begin(), slice.data.end(), it->second.data.begin() + ptrdiff_t(slice.begin));
+      pieces[name].push_back({slice.begin, slice.end, &f->name});
+    }
+  }
+  // Every element exactly once: the sorted pieces tile [0, numel).
+  for (auto& [name, list] : pieces) {
+    std::sort(list.begin(), list.end(), [](const Piece& a, const Piece& b) { return a.begin < b.begin; });
+    const uint64_t numel = out.at(name).data.size();
+    uint64_t covered = 0;
+    const std::string* prev = nullptr;
+    for (const Piece& p : list) {
+      if (p.begin > covered)
+        fail("checkpoint {}: tensor '{}': elements [{}, {}) are in no {} file", dir_, name, covered, p.begin, kind);
+      if (p.begin < covered)
+        fail("checkpoint {}: tensor '{}': elements [{}, {}) are stored twice ({} and {})", dir_, name, p.begin,
+             std::min(covered, p.end), *prev, *p.file);
+      covered = p.end;
+      prev = p.file;
+    }
+    if (covered != numel)
+      fail("checkpoint {}: tensor '{}': elements [{}, {}) are in no {} file", dir_, name, covered, numel, kind);
+  }
+  return out;
 }
 
 std::string Checkpoint::read_text(const std::string& file_name) const {

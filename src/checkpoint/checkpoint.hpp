@@ -12,16 +12,31 @@
 
 namespace competelm {
 
-// A tensor by its global identity (name + shape); data is host memory, fp32.
+// A tensor by its global identity (name + global shape), or the slice [begin, end) of its
+// flat (row-major) elements; data is host memory, fp32, end - begin elements (all of them
+// when end < 0: the whole tensor).
 struct NamedTensor {
   std::string name;
   std::vector<int64_t> shape;
   const float* data = nullptr;
+  int64_t begin = 0, end = -1;
 };
 
 struct LoadedTensor {
   std::vector<int64_t> shape;
   std::vector<float> data;
+};
+
+// One entry of a tensor file: elements [begin, end) of the tensor of global shape `shape`.
+struct LoadedSlice {
+  std::vector<int64_t> shape;
+  uint64_t begin = 0, end = 0;
+  std::vector<float> data;  // (end - begin)
+  uint64_t numel() const {
+    uint64_t n = 1;
+    for (int64_t d : shape) n *= uint64_t(d);
+    return n;
+  }
 };
 
 // One file of a checkpoint as listed in its meta.json.
@@ -33,10 +48,17 @@ struct CheckpointFile {
 
 class CheckpointFileWriter;  // checkpoint/file_io.hpp
 
+// The file of rank `rank` of `ranks` in a sharded checkpoint: "<kind>.shard-00001-of-00004.bin".
+std::string shard_file_name(const std::string& kind, int rank, int ranks);
+
 class CheckpointWriter {
  public:
   // Starts checkpoints/step_<step>.tmp-<pid>/ under run_dir (removing a stale one).
   CheckpointWriter(const std::string& run_dir, int64_t step);
+  // A helper writer for another process's checkpoint (a multi-rank save): writes and fsyncs
+  // files into that writer's temporary_dir(). It never commits and never removes the
+  // directory (on failure the owning writer does); written() goes to the owner's add_files.
+  CheckpointWriter(const std::string& temporary_dir, int64_t step, bool helper);
   ~CheckpointWriter();  // an uncommitted checkpoint's temporary directory is removed
   CheckpointWriter(const CheckpointWriter&) = delete;
   CheckpointWriter& operator=(const CheckpointWriter&) = delete;
@@ -51,9 +73,17 @@ class CheckpointWriter {
   // removing the temporary directory) on any I/O failure, naming the file.
   std::string commit(const std::string& extra_json_fields = {});
 
+  // Multi-rank saves: the directory helpers write into, the files this writer has written,
+  // and the owner's record of files helpers wrote there (each checked to exist with its size;
+  // a name written twice is refused). Throws (abandoning the checkpoint) on a mismatch.
+  const std::string& temporary_dir() const { return tmp_dir_; }
+  const std::vector<CheckpointFile>& written() const { return files_; }
+  void add_files(const std::vector<CheckpointFile>& files);
+
  private:
   std::string run_dir_, tmp_dir_, final_dir_;
   int64_t step_;
+  bool helper_ = false;
   bool committed_ = false;
   int lock_fd_ = -1;  // tmp_dir_ opened and flock()ed: tells prune_checkpoints it is live
   std::vector<CheckpointFile> files_;
@@ -71,7 +101,12 @@ class Checkpoint {
 
   const std::string& dir() const { return dir_; }
   int64_t step() const { return step_; }
+  // A file of whole tensors (a slice entry is refused: see read_assembled).
   std::map<std::string, LoadedTensor> read_tensors(const std::string& file_name) const;
+  // The whole tensors of `kind` ("model", "optim"), from <kind>.bin or, in a multi-rank
+  // checkpoint, from all of <kind>.shard-R-of-N.bin: every element of every tensor must be
+  // stored exactly once (a gap or an overlap is refused, naming the tensor and the range).
+  std::map<std::string, LoadedTensor> read_assembled(const std::string& kind) const;
   std::string read_text(const std::string& file_name) const;
   bool has_file(const std::string& file_name) const;
   const std::vector<CheckpointFile>& files() const { return files_; }

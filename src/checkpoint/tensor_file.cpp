@@ -1,5 +1,6 @@
 #include "checkpoint/tensor_file.hpp"
 
+#include <algorithm>
 #include <bit>
 #include <cstring>
 #include <set>
@@ -15,14 +16,15 @@ static_assert(std::endian::native == std::endian::little,
               "the tensor file format is little-endian; add byte swapping for this host");
 
 constexpr char kMagic[8] = {'C', 'L', 'M', 'T', 'E', 'N', 'S', '\0'};
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersionWhole = 1;   // whole tensors only
+constexpr uint32_t kVersionSlices = 2;  // every entry records its element range
 constexpr uint32_t kDtypeF32 = 0;
 constexpr uint64_t kAlign = 64;
 // Caps that keep a corrupted header from asking for absurd allocations.
 constexpr uint32_t kMaxNameLength = 4096;
 constexpr uint32_t kMaxNdim = 8;
 constexpr uint32_t kMaxCount = 1u << 20;
-// Smallest possible directory entry: name length, dtype, ndim, offset (empty name, 0-d).
+// Smallest possible directory entry: name length, dtype, ndim, offset (empty name, 0-d; v1).
 constexpr uint64_t kMinEntryBytes = 4 + 4 + 4 + 8;
 constexpr uint64_t kPreambleBytes = sizeof(kMagic) + 4 + 4;
 
@@ -58,7 +60,8 @@ void write_tensor_file(CheckpointFileWriter& out, const std::vector<NamedTensor>
                        const std::string& path) {
   if (tensors.size() > kMaxCount) fail("{}: {} tensors exceed the format's cap of {}", path, tensors.size(), kMaxCount);
   std::set<std::string> seen;
-  std::vector<uint64_t> bytes(tensors.size());
+  std::vector<uint64_t> bytes(tensors.size()), begin(tensors.size()), end(tensors.size());
+  bool slices = false;  // version 1 when every entry is a whole tensor (unchanged files)
   uint64_t header_bytes = kPreambleBytes;
   for (size_t i = 0; i < tensors.size(); ++i) {
     const NamedTensor& t = tensors[i];
@@ -66,15 +69,25 @@ void write_tensor_file(CheckpointFileWriter& out, const std::vector<NamedTensor>
       fail("{}: tensor #{} has a name of {} bytes (must be 1..{})", path, i, t.name.size(), kMaxNameLength);
     if (!seen.insert(t.name).second) fail("{}: duplicate tensor name '{}'", path, t.name);
     if (t.shape.size() > kMaxNdim) fail("{}: tensor '{}' has {} dims (max {})", path, t.name, t.shape.size(), kMaxNdim);
-    if (!shape_bytes(t.shape, bytes[i])) fail("{}: tensor '{}' has an invalid shape {}", path, t.name, shape_str(t.shape));
+    uint64_t whole = 0;
+    if (!shape_bytes(t.shape, whole)) fail("{}: tensor '{}' has an invalid shape {}", path, t.name, shape_str(t.shape));
+    const uint64_t numel = whole / sizeof(float);
+    begin[i] = t.end < 0 ? 0 : uint64_t(std::max<int64_t>(t.begin, 0));
+    end[i] = t.end < 0 ? numel : uint64_t(t.end);
+    if (t.begin < 0 || (t.end >= 0 && (t.begin > t.end || end[i] > numel)))
+      fail("{}: tensor '{}' {}: slice [{}, {}) is outside its {} elements", path, t.name, shape_str(t.shape),
+           t.begin, t.end, numel);
+    if (begin[i] != 0 || end[i] != numel) slices = true;
+    bytes[i] = (end[i] - begin[i]) * sizeof(float);
     if (bytes[i] > 0 && t.data == nullptr) fail("{}: tensor '{}' has no data", path, t.name);
     header_bytes += 4 + t.name.size() + 4 + 4 + 8 * t.shape.size() + 8;
   }
+  if (slices) header_bytes += 16 * tensors.size();
 
   std::string header;
   header.reserve(header_bytes);
   header.append(kMagic, sizeof(kMagic));
-  append<uint32_t>(header, kVersion);
+  append<uint32_t>(header, slices ? kVersionSlices : kVersionWhole);
   append<uint32_t>(header, uint32_t(tensors.size()));
   std::vector<uint64_t> offsets(tensors.size());
   uint64_t cursor = header_bytes;
@@ -87,6 +100,10 @@ void write_tensor_file(CheckpointFileWriter& out, const std::vector<NamedTensor>
     append<uint32_t>(header, kDtypeF32);
     append<uint32_t>(header, uint32_t(t.shape.size()));
     for (int64_t d : t.shape) append<int64_t>(header, d);
+    if (slices) {
+      append<uint64_t>(header, begin[i]);
+      append<uint64_t>(header, end[i]);
+    }
     append<uint64_t>(header, offsets[i]);
   }
   CLM_ASSERT(header.size() == header_bytes);
@@ -97,7 +114,7 @@ void write_tensor_file(CheckpointFileWriter& out, const std::vector<NamedTensor>
   }
 }
 
-std::map<std::string, LoadedTensor> read_tensor_file(CheckpointFileReader& in) {
+std::map<std::string, LoadedSlice> read_tensor_slices(CheckpointFileReader& in) {
   const std::string& path = in.path();
   const uint64_t size = in.size();
   if (size < kPreambleBytes) fail("{}: too small ({} bytes) to be a tensor file", path, size);
@@ -106,16 +123,20 @@ std::map<std::string, LoadedTensor> read_tensor_file(CheckpointFileReader& in) {
   if (std::memcmp(magic, kMagic, sizeof(kMagic)) != 0)
     fail("{}: bad magic at offset 0: not a competelm tensor file", path);
   const uint32_t version = read_pod<uint32_t>(in);
-  if (version != kVersion)
+  if (version != kVersionWhole && version != kVersionSlices)
     fail_hint("use a competelm build that reads this format version",
-              "{}: unsupported tensor file version {} at offset 8 (this build reads {})", path, version, kVersion);
+              "{}: unsupported tensor file version {} at offset 8 (this build reads {} and {})", path, version,
+              kVersionWhole, kVersionSlices);
+  const bool slices = version == kVersionSlices;
   const uint32_t count = read_pod<uint32_t>(in);
-  if (count > kMaxCount || uint64_t(count) * kMinEntryBytes > size - kPreambleBytes)
+  const uint64_t min_entry = kMinEntryBytes + (slices ? 16 : 0);
+  if (count > kMaxCount || uint64_t(count) * min_entry > size - kPreambleBytes)
     fail("{}: tensor count {} at offset 12 is impossible for a file of {} bytes", path, count, size);
 
   struct Entry {
     std::string name;
     std::vector<int64_t> shape;
+    uint64_t begin = 0, end = 0;  // element range of the global tensor
     uint64_t offset = 0, bytes = 0;
   };
   std::vector<Entry> entries(count);
@@ -135,8 +156,19 @@ std::map<std::string, LoadedTensor> read_tensor_file(CheckpointFileReader& in) {
     if (ndim > kMaxNdim) fail("{}: tensor '{}' at offset {}: ndim {} exceeds {}", path, e.name, entry_pos, ndim, kMaxNdim);
     e.shape.resize(ndim);
     for (uint32_t d = 0; d < ndim; ++d) e.shape[d] = read_pod<int64_t>(in);
-    if (!shape_bytes(e.shape, e.bytes))
+    uint64_t whole = 0;
+    if (!shape_bytes(e.shape, whole))
       fail("{}: tensor '{}' at offset {}: invalid shape {}", path, e.name, entry_pos, shape_str(e.shape));
+    const uint64_t numel = whole / sizeof(float);
+    e.end = numel;
+    if (slices) {
+      e.begin = read_pod<uint64_t>(in);
+      e.end = read_pod<uint64_t>(in);
+      if (e.begin > e.end || e.end > numel)
+        fail("{}: tensor '{}' {} at offset {}: element range [{}, {}) is outside its {} elements", path, e.name,
+             shape_str(e.shape), entry_pos, e.begin, e.end, numel);
+    }
+    e.bytes = (e.end - e.begin) * sizeof(float);
     e.offset = read_pod<uint64_t>(in);
     if (e.offset % kAlign != 0 || e.offset > size || e.bytes > size - e.offset)
       fail("{}: tensor '{}' {}: data offset {} (+{} bytes) is misaligned or past the end of "
@@ -154,16 +186,31 @@ std::map<std::string, LoadedTensor> read_tensor_file(CheckpointFileReader& in) {
   if (end != size) fail("{}: data ends at offset {} but the file has {} bytes", path, end, size);
 
   // Every size is now bounded by the file size, so these allocations are safe.
-  std::map<std::string, LoadedTensor> out;
+  std::map<std::string, LoadedSlice> out;
   for (Entry& e : entries) {
     in.skip(size_t(e.offset - in.pos()));
-    LoadedTensor t;
+    LoadedSlice t;
     t.shape = std::move(e.shape);
+    t.begin = e.begin;
+    t.end = e.end;
     t.data.resize(size_t(e.bytes / sizeof(float)));
     in.read(t.data.data(), size_t(e.bytes));
     out.emplace(std::move(e.name), std::move(t));
   }
   in.finish();
+  return out;
+}
+
+std::map<std::string, LoadedTensor> read_tensor_file(CheckpointFileReader& in) {
+  std::map<std::string, LoadedSlice> slices = read_tensor_slices(in);
+  std::map<std::string, LoadedTensor> out;
+  for (auto& [name, t] : slices) {
+    if (t.begin != 0 || t.end != t.numel())
+      fail("{}: tensor '{}' {} holds only elements [{}, {}): a shard of a multi-rank checkpoint (read "
+           "those with Checkpoint::read_assembled, which joins the shard files)", in.path(), name,
+           shape_str(t.shape), t.begin, t.end);
+    out.emplace(name, LoadedTensor{std::move(t.shape), std::move(t.data)});
+  }
   return out;
 }
 

@@ -1,5 +1,6 @@
 #include "eval/inspect.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -62,7 +63,7 @@ CheckpointInspection inspect_checkpoint(const std::string& path) {
   if (const JsonValue* t = meta.find("time_utc"); t && t->is_string()) in.time_utc = t->as_string();
   if (const JsonValue* t = meta.find("tokens_seen"); t && t->is_integer())
     in.tokens_seen = t->as_uint64(in.dir + "/meta.json: tokens_seen");
-  for (auto& [name, t] : ck.read_tensors("model.bin")) {  // std::map: sorted by name
+  for (auto& [name, t] : ck.read_assembled("model")) {  // std::map: sorted by name; any layout
     TensorSummary s;
     s.name = name;
     s.shape = t.shape;
@@ -103,7 +104,9 @@ std::string inspection_text(const CheckpointInspection& in, bool list_tensors) {
     out += fmt::format("  {:<28} {:>14} bytes  checksum {}\n", f.name, f.bytes, hex64(f.checksum));
   int64_t numel = 0;
   for (const TensorSummary& t : in.tensors) numel += t.numel;
-  out += fmt::format("tensors      {} in model.bin, {} elements{}\n", in.tensors.size(), numel,
+  const bool sharded =
+      std::none_of(in.files.begin(), in.files.end(), [](const CheckpointFile& f) { return f.name == "model.bin"; });
+  out += fmt::format("tensors      {} in {}, {} elements{}\n", in.tensors.size(), sharded ? "model.shard-*.bin" : "model.bin", numel,
                      list_tensors ? ":" : " (--tensors lists them)");
   if (list_tensors)
     for (const TensorSummary& t : in.tensors)

@@ -49,7 +49,8 @@ SavedModel load_saved_model(const std::string& path, int B, int T, const std::st
   apply_precision(*sm.backend, sm.config.run.precision);
   sm.model = std::make_unique<GPT2>(*sm.backend, model_shape(sm.config), model_init(sm.config), B, T,
                                     model_moe(sm.config));
-  load_model_tensors(*sm.model, *sm.backend, ck.read_tensors("model.bin"), sm.dir + "/model.bin");
+  // model.bin, or the shard files of a multi-rank checkpoint joined into whole tensors.
+  load_model_tensors(*sm.model, *sm.backend, ck.read_assembled("model"), sm.dir + "/model");
   return sm;
 }
 

@@ -1,9 +1,11 @@
 #include "train/run_state.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <sstream>
 #include <string_view>
 #include <vector>
@@ -114,51 +116,186 @@ void check_same_model(const Config& ckpt_cfg, const Config& cfg, const std::stri
 
 }  // namespace
 
+namespace {
+
+// meta.json's extra fields: what `competelm-inspect` and humans look at first.
+std::string meta_extra(const GPT2& model, const TrainState& state, const DistContext* dist) {
+  std::string extra = fmt::format("\"loss\": {}, \"tokens_seen\": {}, \"parameters\": {}",
+                                  std::isfinite(state.last_loss) ? fmt::format("{}", state.last_loss) : "null",
+                                  state.tokens_seen, model.num_parameters());
+  if (state.last_val_loss >= 0) extra += fmt::format(", \"val_loss\": {}", state.last_val_loss);
+  if (dist) extra += fmt::format(", \"ranks\": {}, \"expert_parallel\": {}", dist->info.world, dist->ep_size);
+  return extra;
+}
+
+// The small files every checkpoint has (written by one process: rank 0).
+void write_run_files(CheckpointWriter& w, const Config& cfg, const AdamW& opt, const TrainState& state,
+                     const CompetitionSchedule* schedule) {
+  w.write_text(kStateFile, state_to_text(state, opt.t()));
+  w.write_text(kConfigFile, to_yaml(cfg));
+  if (schedule) w.write_text(kScheduleFile, schedule->serialize());
+}
+
+// This rank's shard of a multi-rank checkpoint: its ZeRO-1 owned ranges of the parameters
+// and of both moments, each piece stored by global identity (canonical name, global shape,
+// element range of the canonical tensor). The owned ranges of all ranks cover every
+// parameter exactly once (replicated region: sharded over W; experts: over the W/P holders).
+void write_rank_shards(CheckpointWriter& w, GPT2& model, const AdamW& opt, Backend& backend,
+                       const std::vector<ParamRange>& owned, int rank, int world) {
+  struct Piece {
+    const TensorSpec* spec;
+    size_t lo, hi;  // of the local flat buffer
+  };
+  std::vector<Piece> pieces;
+  size_t elements = 0;
+  for (const ParamRange& r : owned)
+    for (const TensorSpec& s : model.params().specs()) {
+      const size_t lo = std::max(r.begin, s.offset), hi = std::min(r.end, s.offset + s.numel);
+      if (lo < hi) {
+        pieces.push_back({&s, lo, hi});
+        elements += hi - lo;
+      }
+    }
+  std::vector<float> params(elements);  // (owned elements) this rank's pieces, back to back
+  size_t at = 0;
+  for (const Piece& p : pieces) {
+    backend.download(params.data() + at, model.param_buffer() + p.lo, (p.hi - p.lo) * sizeof(float));
+    at += p.hi - p.lo;
+  }
+  std::vector<float> m, v;  // local layout; only the owned ranges hold moments
+  opt.export_moments(m, v);
+  auto named = [&](const std::string& prefix, const float* base, bool packed) {
+    std::vector<NamedTensor> out;
+    size_t cursor = 0;
+    for (const Piece& p : pieces) {
+      const TensorSpec& canon = model.canonical_params().at(p.spec->name);
+      const int64_t begin = int64_t(model.canonical_offset(*p.spec) + (p.lo - p.spec->offset));
+      out.push_back({prefix + p.spec->name, canon.shape, packed ? base + cursor : base + p.lo, begin,
+                     begin + int64_t(p.hi - p.lo)});
+      cursor += p.hi - p.lo;
+    }
+    return out;
+  };
+  w.write_tensors(shard_file_name("model", rank, world), named("", params.data(), true));
+  std::vector<NamedTensor> moments = named("m.", m.data(), false);
+  for (auto& t : named("v.", v.data(), false)) moments.push_back(t);
+  w.write_tensors(shard_file_name("optim", rank, world), moments);
+}
+
+// "name bytes checksum" lines, and back.
+std::string files_to_text(const std::vector<CheckpointFile>& files) {
+  std::string out;
+  for (const CheckpointFile& f : files) out += fmt::format("{} {} {}\n", f.name, f.bytes, f.checksum);
+  return out;
+}
+
+std::vector<CheckpointFile> files_from_text(const std::string& text) {
+  std::vector<CheckpointFile> files;
+  std::istringstream in(text);
+  CheckpointFile f;
+  while (in >> f.name >> f.bytes >> f.checksum) files.push_back(f);
+  return files;
+}
+
+// Every rank's string, on every rank (rank order).
+std::vector<std::string> allgather_strings(Comm& comm, const std::string& mine) {
+  const int n = comm.size();
+  int64_t len = int64_t(mine.size());
+  std::vector<int64_t> lens(size_t(n), 0);
+  comm.allgather(&len, lens.data(), sizeof(len));
+  const size_t block = size_t(*std::max_element(lens.begin(), lens.end()));
+  std::string send = mine;
+  send.resize(block, '\0');
+  std::string recv(block * size_t(n), '\0');
+  if (block > 0) comm.allgather(send.data(), recv.data(), block);
+  std::vector<std::string> out;
+  for (int r = 0; r < n; ++r) out.push_back(recv.substr(size_t(r) * block, size_t(lens[size_t(r)])));
+  return out;
+}
+
+// Collective: true on every rank when `error` is non-empty on any; `error` then holds the
+// message of the lowest failing rank, on every rank.
+bool any_rank_failed(Comm& comm, std::string& error) {
+  const int n = comm.size();
+  const int from_top = comm.allreduce_max(error.empty() ? 0 : n - comm.rank());
+  if (from_top == 0) return false;
+  const int root = n - from_top;
+  std::string msg = error;
+  if (comm.rank() == root && msg.rfind("rank ", 0) != 0) msg = fmt::format("rank {}: {}", root, msg);
+  error = comm.broadcast_string(msg, root);
+  return true;
+}
+
+// The multi-rank save (W > 1): see the commit protocol at the top of checkpoint.cpp.
+std::string save_sharded(const std::string& run_dir, const Config& cfg, GPT2& model, AdamW& opt,
+                         const TrainState& state, Backend& backend, const CompetitionSchedule* schedule,
+                         DataParallel& dp, const DistContext& dist) {
+  Comm& comm = *dist.world;
+  const int rank = dist.info.rank, world = dist.info.world;
+  std::string error;
+  // 1. Rank 0 creates the temporary directory; every rank learns its path (or the error).
+  std::unique_ptr<CheckpointWriter> owner, helper;
+  std::string tmp_dir;
+  if (rank == 0) try {
+      owner = std::make_unique<CheckpointWriter>(run_dir, state.step);
+      tmp_dir = owner->temporary_dir();
+    } catch (const Error& e) {
+      error = e.what();
+    }
+  if (any_rank_failed(comm, error)) throw Error(error);
+  tmp_dir = comm.broadcast_string(tmp_dir, 0);
+  // 2. Every rank writes and fsyncs its shards; a failure anywhere fails all (rank 0's writer,
+  // going out of scope uncommitted, removes the directory once every rank has stopped).
+  std::vector<CheckpointFile> mine;
+  try {
+    CheckpointWriter* w = owner.get();
+    if (!w) w = (helper = std::make_unique<CheckpointWriter>(tmp_dir, state.step, true)).get();
+    write_rank_shards(*w, model, opt, backend, dp.owned(), rank, world);
+    if (helper) mine = helper->written();
+  } catch (const Error& e) {
+    error = e.what();
+  }
+  if (any_rank_failed(comm, error)) throw Error(error);
+  // 3. Rank 0 records the others' files, writes the run files and commits (meta.json last).
+  const std::vector<std::string> records = allgather_strings(comm, files_to_text(mine));
+  std::string dir;
+  if (rank == 0) try {
+      for (int r = 1; r < world; ++r) owner->add_files(files_from_text(records[size_t(r)]));
+      write_run_files(*owner, cfg, opt, state, schedule);
+      dir = owner->commit(meta_extra(model, state, &dist));
+    } catch (const Error& e) {
+      error = e.what();
+    }
+  owner.reset();  // an uncommitted directory is gone before any rank reports the failure
+  if (any_rank_failed(comm, error)) throw Error(error);
+  return comm.broadcast_string(dir, 0);
+}
+
+}  // namespace
+
 std::string save_run_checkpoint(const std::string& run_dir, const Config& cfg, GPT2& model,
                                 AdamW& opt, const TrainState& state, Backend& backend,
                                 const CompetitionSchedule* schedule, DataParallel* dp,
                                 const DistContext* dist) {
-  // Every tensor by its global identity: this rank's parameters and moment shards are gathered
-  // into the whole model's layout (collectives: every rank calls this), rank 0 writes.
+  if (dist && dist->info.world > 1) {
+    CLM_ASSERT(dp != nullptr);
+    return save_sharded(run_dir, cfg, model, opt, state, backend, schedule, *dp, *dist);
+  }
+  // One process: whole tensors in model.bin / optim.bin.
   const size_t n = model.params().total_elements();
   const std::vector<float> params = model.to_canonical(download_all(backend, model.param_buffer(), n));
   std::vector<float> m, v;
   opt.export_moments(m, v);
-  if (dp) {
-    dp->gather_host(m.data());
-    dp->gather_host(v.data());
-  }
   m = model.to_canonical(m);
   v = model.to_canonical(v);
-  std::string dir;
-  // A failed write (disk full) on rank 0 must not leave the other ranks waiting in the
-  // broadcast below: rank 0 sends the error instead of the directory and every rank throws
-  // it, so all of them take the same checkpoint.on_error decision.
-  constexpr std::string_view kFailed = "\x01checkpoint write failed: ";
-  if (!dist || dist->info.is_main()) try {
-    const TensorTable& table = model.canonical_params();
-    CheckpointWriter w(run_dir, state.step);
-    w.write_tensors(kModelFile, tensors_of(table, params, ""));
-    std::vector<NamedTensor> moments = tensors_of(table, m, "m.");
-    for (auto& t : tensors_of(table, v, "v.")) moments.push_back(t);
-    w.write_tensors(kOptimFile, moments);
-    w.write_text(kStateFile, state_to_text(state, opt.t()));
-    w.write_text(kConfigFile, to_yaml(cfg));
-    if (schedule) w.write_text(kScheduleFile, schedule->serialize());
-    std::string extra = fmt::format("\"loss\": {}, \"tokens_seen\": {}, \"parameters\": {}",
-                                    std::isfinite(state.last_loss) ? fmt::format("{}", state.last_loss) : "null",
-                                    state.tokens_seen, model.num_parameters());
-    if (state.last_val_loss >= 0) extra += fmt::format(", \"val_loss\": {}", state.last_val_loss);
-    if (dist) extra += fmt::format(", \"ranks\": {}, \"expert_parallel\": {}", dist->info.world, dist->ep_size);
-    dir = w.commit(extra);
-  } catch (const Error& e) {
-    if (!dist) throw;
-    dir = std::string(kFailed) + e.what();
-  }
-  // The commit (rename by rank 0) is the checkpoint's completion for every rank.
-  if (dist) dir = dist->world->broadcast_string(dir, 0);
-  if (dir.rfind(kFailed, 0) == 0) throw Error(dir.substr(kFailed.size()));
-  return dir;
+  const TensorTable& table = model.canonical_params();
+  CheckpointWriter w(run_dir, state.step);
+  w.write_tensors(kModelFile, tensors_of(table, params, ""));
+  std::vector<NamedTensor> moments = tensors_of(table, m, "m.");
+  for (auto& t : tensors_of(table, v, "v.")) moments.push_back(t);
+  w.write_tensors(kOptimFile, moments);
+  write_run_files(w, cfg, opt, state, schedule);
+  return w.commit(meta_extra(model, state, dist));
 }
 
 TrainState load_run_checkpoint(const Checkpoint& ck, const Config& cfg, GPT2& model, AdamW& opt,
@@ -170,11 +307,11 @@ TrainState load_run_checkpoint(const Checkpoint& ck, const Config& cfg, GPT2& mo
   // Whole-model tensors in; this rank takes its experts and its moment shards.
   const TensorTable& table = model.canonical_params();
   const std::vector<float> params =
-      model.from_canonical(read_canonical(ck.read_tensors(kModelFile), table, "", dir + "/" + kModelFile));
+      model.from_canonical(read_canonical(ck.read_assembled("model"), table, "", dir + "/model"));
   backend.upload(model.param_buffer(), params.data(), params.size() * sizeof(float));
-  const auto moments = ck.read_tensors(kOptimFile);
-  opt.import_moments(model.from_canonical(read_canonical(moments, table, "m.", dir + "/" + kOptimFile)),
-                     model.from_canonical(read_canonical(moments, table, "v.", dir + "/" + kOptimFile)));
+  const auto moments = ck.read_assembled("optim");
+  opt.import_moments(model.from_canonical(read_canonical(moments, table, "m.", dir + "/optim")),
+                     model.from_canonical(read_canonical(moments, table, "v.", dir + "/optim")));
 
   const std::string sfile = dir + "/" + kStateFile;
   const auto kv = parse_kv(ck.read_text(kStateFile), sfile);

@@ -28,16 +28,19 @@ struct TrainState {
 
 // Writes run_dir/checkpoints/step_<step>/ atomically; returns its path. The competition
 // schedule (CompeteSMoE runs) is saved with it so that a resumed run uses the same table.
-// Tensors are stored by global identity (whole experts, unsharded moments), so any rank count
-// and expert-parallel size can resume. Multi-rank (dist, dp given): collective — every rank
-// calls it, their shards are gathered and rank 0 writes; its commit completes the checkpoint.
+// Tensors are stored by global identity (canonical name, global shape, element range), so any
+// rank count and expert-parallel size can resume. Multi-rank (dist with W > 1, dp given):
+// collective — every rank writes its ZeRO-1 owned slices of parameters and moments into its
+// own files, rank 0 writes the rest and meta.json last (the commit). A failure on any rank is
+// thrown on every rank (the failing rank's message) and leaves no new checkpoint.
 std::string save_run_checkpoint(const std::string& run_dir, const Config& cfg, GPT2& model,
                                 AdamW& opt, const TrainState& state, Backend& backend,
                                 const CompetitionSchedule* schedule = nullptr, DataParallel* dp = nullptr,
                                 const DistContext* dist = nullptr);
 
-// Restores model, optimizer and state (this rank's experts and moment shards) from an opened (so verified: Checkpoint's constructor
-// checks every file's size and checksum) checkpoint. The model shape in the checkpoint must
+// Restores model, optimizer and state (this rank's experts and moment shards) from an opened
+// (so verified: Checkpoint's constructor checks every file's size and checksum) checkpoint,
+// single-file or sharded by any rank count (Checkpoint::read_assembled). The model shape in the checkpoint must
 // match cfg's: a mismatch is refused naming the key that differs.
 // schedule (if not null) is replaced by the checkpoint's; a checkpoint without one is refused.
 TrainState load_run_checkpoint(const Checkpoint& ck, const Config& cfg, GPT2& model, AdamW& opt,

@@ -64,6 +64,24 @@ put("checkpoint", "tensors_scalar_and_empty.bin", b"\x01" + tensor_file(
     [(b"step_scale", [], [0.5]), (b"empty", [0, 4], []), (b"v", [1, 1, 2], [1, 2])]))
 put("checkpoint", "tensors_none.bin", b"\x03" + tensor_file([]))
 
+# Version 2: each entry records the element range [begin, end) of its global shape (a shard
+# of a multi-rank checkpoint).
+def tensor_file_v2(tensors):
+    header = b"CLMTENS\0" + struct.pack("<II", 2, len(tensors))
+    size = len(header) + sum(4 + len(n) + 4 + 4 + 8 * len(s) + 16 + 8 for n, s, _, _ in tensors)
+    entries, blocks, cursor = b"", b"", size
+    for name, shape, begin, values in tensors:
+        off = (cursor + 63) // 64 * 64
+        entries += struct.pack("<I", len(name)) + name + struct.pack("<II", 0, len(shape))
+        entries += struct.pack("<%dq" % len(shape), *shape)
+        entries += struct.pack("<QQ", begin, begin + len(values)) + struct.pack("<Q", off)
+        blocks += b"\0" * (off - cursor) + struct.pack("<%df" % len(values), *values)
+        cursor = off + 4 * len(values)
+    return header + entries + blocks
+
+put("checkpoint", "tensors_v2_slices.bin", b"\x05" + tensor_file_v2(
+    [(b"w", [2, 3], 2, [3, 4, 5]), (b"b", [3], 0, [-1, 0, 1]), (b"e", [0], 0, [])]))
+
 # meta.json for the files the harness lays out: model.bin (tensors_two without the mode
 # byte, as CheckpointWriter writes it) and notes.txt. The harness fixes meta_checksum.
 def meta(files, extra=""):

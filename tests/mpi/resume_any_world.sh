@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checkpoints are world-size free: a CompeteSMoE run saved with 4 ranks and expert parallel 2
-# resumes with 2 ranks (EP 1) and with 1 rank, and the losses continue as the uninterrupted
+# (every rank writing its own shard files) resumes with 2 ranks (EP 1) and with 1 rank, and the losses continue as the uninterrupted
 # 4-rank run's (same global batch; tolerance: float summation order).
 TRAIN=$1
 source "$(dirname "$0")/mpi_common.sh"
@@ -11,6 +11,17 @@ run_ranks 4 "$WORK/full" configs/tiny-moe.yaml "${common[@]}" --set checkpoint.e
 ck="$WORK/full/checkpoints/step_00000004"
 [ -f "$ck/meta.json" ] || { echo "FAIL: no committed checkpoint at step 4 ($ck)"; exit 1; }
 grep -q '"ranks": 4' "$ck/meta.json" || { echo "FAIL: meta.json does not record the 4 ranks"; cat "$ck/meta.json"; exit 1; }
+# Every rank wrote its own shards (no gather to rank 0): one model and one optim file per rank,
+# listed in meta.json, of about a quarter of the model each.
+[ ! -e "$ck/model.bin" ] && [ ! -e "$ck/optim.bin" ] || { echo "FAIL: a 4-rank checkpoint has single files"; ls "$ck"; exit 1; }
+for r in 0 1 2 3; do
+  for kind in model optim; do
+    f=$kind.shard-0000$r-of-00004.bin
+    [ -s "$ck/$f" ] || { echo "FAIL: rank $r's $f is missing"; ls "$ck"; exit 1; }
+    grep -q "\"$f\"" "$ck/meta.json" || { echo "FAIL: meta.json does not list $f"; exit 1; }
+  done
+  echo "rank $r wrote $(( $(stat -c %s "$ck/model.shard-0000$r-of-00004.bin") + $(stat -c %s "$ck/optim.shard-0000$r-of-00004.bin") )) bytes"
+done
 
 # The tools read a multi-rank checkpoint like any other (whole experts, by name).
 BIN=$(dirname "$TRAIN")

@@ -273,7 +273,7 @@ TEST_CASE("checkpoint: corrupted tensor headers throw, never crash or over-alloc
   };
   const std::vector<Case> cases = {
       {"bad magic", [&](std::string& b) { b[3] = 'X'; }, "bad magic"},
-      {"future version", [&](std::string& b) { put_u32(b, 8, 2); }, "version 2"},
+      {"future version", [&](std::string& b) { put_u32(b, 8, 3); }, "version 3"},
       {"huge count", [&](std::string& b) { put_u32(b, 12, 0xFFFFFFFFu); }, "count"},
       {"huge name length", [&](std::string& b) { put_u32(b, 16, 0xFFFFFFF0u); }, "name length"},
       {"zero name length", [&](std::string& b) { put_u32(b, 16, 0); }, "name length"},
