@@ -155,6 +155,11 @@ std::vector<KeySpec> build_keys() {
         "Expert parallel size P: each MoE layer's experts are split over P ranks (P divides the "
         "rank count and moe.n_experts); 1 = every rank holds every expert",
         .min = 1.0),
+      K(dist, gpu_comm,
+        "Collectives on GPU memory (CUDA backend, several ranks): mpi = MPI over host copies of "
+        "the buffers, nccl = NCCL on the device buffers, auto = mpi until the NCCL path is "
+        "verified on GPUs; ignored on the CPU",
+        .allowed = {"auto", "nccl", "mpi"}),
   };
 }
 

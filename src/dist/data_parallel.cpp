@@ -3,23 +3,39 @@
 #include <algorithm>
 #include <cstring>
 
+#include "core/error.hpp"
+
 namespace competelm {
 
 DataParallel::DataParallel(const DistContext& dist, size_t expert_begin, size_t total, Backend* device)
-    : dist_(dist),
-      staging_device_(device && !device->memory_is_host() && dist.info.world > 1 ? device : nullptr),
-      total_(total) {
-  auto add = [&](size_t begin, size_t end, Comm* comm) {
+    : dist_(dist), be_(device) {
+  auto add = [&](size_t begin, size_t end, Comm* host, Comm* dev) {
     if (end <= begin) return;
     Region r;
-    r.begin = begin, r.end = end, r.comm = comm, r.n = comm->size(), r.index = comm->rank();
+    r.begin = begin, r.end = end, r.host = host, r.device = dev, r.n = host->size(), r.index = host->rank();
+    CLM_ASSERT(dev && dev->size() == r.n && dev->rank() == r.index);
     r.shard = (end - begin + r.n - 1) / r.n;
     regions_.push_back(r);
     const ParamRange o = owned_range(r);
     if (o.size() > 0) owned_.push_back(o);
   };
-  add(0, expert_begin, dist.world.get());
-  add(expert_begin, total, dist.edp.get());
+  add(0, expert_begin, dist.world.get(), dist.dworld.get());
+  add(expert_begin, total, dist.edp.get(), dist.dedp.get());
+  if (dist.info.world == 1) return;
+  if (!be_) fail("DataParallel over {} ranks needs the backend that holds the parameters", dist.info.world);
+  size_t shard = 0, padded = 0;
+  for (const Region& r : regions_) {
+    if (r.n == 1) continue;
+    shard = std::max(shard, r.shard);
+    if (r.padded()) padded = std::max(padded, r.shard * size_t(r.n));
+  }
+  if (shard > 0) shard_buf_ = static_cast<float*>(be_->alloc(shard * sizeof(float)));
+  if (padded > 0) padded_buf_ = static_cast<float*>(be_->alloc(padded * sizeof(float)));
+}
+
+DataParallel::~DataParallel() {
+  if (shard_buf_) be_->dealloc(shard_buf_);
+  if (padded_buf_) be_->dealloc(padded_buf_);
 }
 
 ParamRange DataParallel::owned_range(const Region& r) const {
@@ -27,41 +43,43 @@ ParamRange DataParallel::owned_range(const Region& r) const {
   return {lo, std::min(r.end, lo + r.shard)};
 }
 
+void DataParallel::copy(float* dst, const float* src, size_t n) {
+  if (n == 0) return;
+  be_->zero(dst, n * sizeof(float));
+  be_->accumulate(dst, src, n);
+}
+
 void DataParallel::reduce_gradients(float* grads) {
   if (dist_.info.world == 1) return;
-  if (!staging_device_) return reduce_host(grads);
-  host_.resize(total_);
-  staging_device_->download(host_.data(), grads, total_ * sizeof(float));
-  reduce_host(host_.data());
-  for (const ParamRange& o : owned_)  // only the owned shards are read by the optimizer
-    staging_device_->upload(grads + o.begin, host_.data() + o.begin, o.size() * sizeof(float));
+  const float inv_world = 1.0f / float(dist_.info.world);
+  for (const Region& r : regions_) {
+    const ParamRange o = owned_range(r);
+    if (r.n > 1) {
+      const float* send = grads + r.begin;  // (n·shard)
+      if (r.padded()) {  // zero padding past the region's end
+        be_->zero(padded_buf_, r.shard * size_t(r.n) * sizeof(float));
+        be_->accumulate(padded_buf_, grads + r.begin, r.end - r.begin);
+        send = padded_buf_;
+      }
+      r.device->reduce_scatter_sum(send, shard_buf_, r.shard);
+      copy(grads + o.begin, shard_buf_, o.size());
+    }
+    // Every rank's loss is a mean over its own tokens: the global mean divides the sum by W
+    // (expert gradients already hold the whole expert-parallel group's contributions).
+    if (o.size() > 0) be_->scale(grads + o.begin, inv_world, o.size());
+  }
 }
 
 void DataParallel::gather(float* buf) {
   if (dist_.info.world == 1) return;
-  if (!staging_device_) return gather_host(buf);
-  host_.resize(total_);
-  for (const ParamRange& o : owned_)
-    staging_device_->download(host_.data() + o.begin, buf + o.begin, o.size() * sizeof(float));
-  gather_host(host_.data());
-  staging_device_->upload(buf, host_.data(), total_ * sizeof(float));
-}
-
-void DataParallel::reduce_host(float* grads) {
-  const int W = dist_.info.world;
-  const float inv_world = 1.0f / float(W);
   for (const Region& r : regions_) {
+    if (r.n == 1) continue;
     const ParamRange o = owned_range(r);
-    if (r.n > 1) {
-      send_.assign(r.shard * r.n, 0.0f);  // zero padding past the region's end
-      std::memcpy(send_.data(), grads + r.begin, (r.end - r.begin) * sizeof(float));
-      recv_.resize(r.shard);
-      r.comm->reduce_scatter_sum(send_.data(), recv_.data(), r.shard);
-      std::memcpy(grads + o.begin, recv_.data(), o.size() * sizeof(float));
-    }
-    // Every rank's loss is a mean over its own tokens: the global mean divides the sum by W
-    // (expert gradients already hold the whole expert-parallel group's contributions).
-    for (size_t i = o.begin; i < o.end; ++i) grads[i] *= inv_world;
+    be_->zero(shard_buf_, r.shard * sizeof(float));  // the last shards may be short or empty
+    be_->accumulate(shard_buf_, buf + o.begin, o.size());
+    float* recv = r.padded() ? padded_buf_ : buf + r.begin;  // (n·shard)
+    r.device->allgather(shard_buf_, recv, r.shard * sizeof(float));
+    if (r.padded()) copy(buf + r.begin, padded_buf_, r.end - r.begin);
   }
 }
 
@@ -72,7 +90,7 @@ void DataParallel::gather_host(float* buf) {
     send_.assign(r.shard, 0.0f);
     std::memcpy(send_.data(), buf + o.begin, o.size() * sizeof(float));
     recv_.resize(r.shard * r.n);
-    r.comm->allgather(send_.data(), recv_.data(), r.shard * sizeof(float));
+    r.host->allgather(send_.data(), recv_.data(), r.shard * sizeof(float));
     std::memcpy(buf + r.begin, recv_.data(), (r.end - r.begin) * sizeof(float));
   }
 }

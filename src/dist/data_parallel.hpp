@@ -25,11 +25,15 @@ struct ParamRange {
 
 class DataParallel {
  public:
-  // device: the backend holding the buffers passed below. Null or host memory (CPU): they are
-  // used in place. Device memory (CUDA): each call stages them through host memory (the whole
-  // gradient down and the owned shards up; the owned shards down and all parameters up), so
-  // that the MPI collectives work on any backend until a device-side communicator (NCCL) exists.
+  // device: the backend holding the buffers of reduce_gradients and gather (required when there
+  // are several ranks). Those collectives run on the device communicators (DistContext::dworld,
+  // dedp), which take the backend's memory: on the CPU the host communicators themselves, on a
+  // GPU a host-staging or NCCL communicator (attach_device_comms). The copies around them use
+  // the backend's ops, so no buffer leaves the device here.
   DataParallel(const DistContext& dist, size_t expert_begin, size_t total, Backend* device = nullptr);
+  ~DataParallel();
+  DataParallel(const DataParallel&) = delete;
+  DataParallel& operator=(const DataParallel&) = delete;
 
   // The ranges of the flat buffer this rank updates (non-empty ones, in order).
   const std::vector<ParamRange>& owned() const { return owned_; }
@@ -39,7 +43,8 @@ class DataParallel {
   void reduce_gradients(float* grads);
   // buf: the device's memory, whose owned ranges are current; afterwards all of it is.
   void gather(float* buf);
-  // The same for a buffer in host memory whatever the backend (e.g. exported optimizer moments).
+  // The same for a buffer in host memory whatever the backend (e.g. exported optimizer moments),
+  // over the host communicators.
   void gather_host(float* buf);
   // Σ over ranks (the world).
   double sum_over_ranks(double x) const;
@@ -48,18 +53,22 @@ class DataParallel {
   struct Region {
     size_t begin = 0, end = 0;  // of the flat buffer
     size_t shard = 0;           // elements per rank (padded: shard·n ≥ end - begin)
-    Comm* comm = nullptr;
+    Comm* host = nullptr;       // the group's communicator for host buffers
+    Comm* device = nullptr;     // … and for the backend's buffers
     int n = 1, index = 0;       // communicator size, this rank's position
+    bool padded() const { return shard * size_t(n) != end - begin; }
   };
   ParamRange owned_range(const Region& r) const;
-  void reduce_host(float* grads);
+  void copy(float* dst, const float* src, size_t n);  // device memory, n floats
   const DistContext& dist_;
+  Backend* be_ = nullptr;
   std::vector<Region> regions_;
   std::vector<ParamRange> owned_;
-  std::vector<float> send_, recv_;  // staging, reused
-  Backend* staging_device_ = nullptr;  // non-null: buffers are device memory, staged through host_
-  size_t total_ = 0;
-  std::vector<float> host_;
+  std::vector<float> send_, recv_;  // gather_host's staging, reused
+  // Device scratch: one shard (the collectives' own-shard side, never aliasing the buffer),
+  // and for a region whose length is not a multiple of its rank count the whole padded region.
+  float* shard_buf_ = nullptr;
+  float* padded_buf_ = nullptr;
 };
 
 }  // namespace competelm

@@ -160,6 +160,12 @@ MoeLayer::MoeLayer(Backend& backend, const MoeOptions& opts, int C, int max_toke
   if (ep_.size < 1 || opts_.n_experts % ep_.size != 0)
     fail("MoE layer: expert parallel size {} does not divide moe.n_experts = {}", ep_.size, opts_.n_experts);
   if (ep_.active() && !ep_.comm) fail("MoE layer: expert parallel size {} without a communicator", ep_.size);
+  if (ep_.active() && !ep_.dcomm) {
+    if (!be_.memory_is_host())
+      fail("MoE layer: expert parallel size {} on the {} backend without a device-memory communicator", ep_.size,
+           be_.name());
+    ep_.dcomm = ep_.comm;  // host memory: one communicator serves both
+  }
 }
 
 void MoeLayer::add_params(TensorTable& params, const std::string& prefix, const MoeOptions& o, int C,
@@ -445,7 +451,7 @@ void MoeLayer::experts_forward() {
         b.send_rows[p] += counts[size_t(p) * El + el];
         b.recv_rows[p] += b.recv_counts[size_t(p) * El + el];
       }
-    ep_.comm->alltoallv(b.x_rows, row_bytes(b.send_rows), b.recv_x, row_bytes(b.recv_rows));
+    ep_.dcomm->alltoallv(b.x_rows, row_bytes(b.send_rows), b.recv_x, row_bytes(b.recv_rows));
     rows = {b.recv_x, b.recv_h, b.recv_a, b.recv_o, b.recv_dh};
     counts = b.recv_counts;
   }
@@ -453,7 +459,7 @@ void MoeLayer::experts_forward() {
     ffn_forward(be_, b.expert(g.expert, C, H), rows.h + size_t(g.r0) * H, rows.a + size_t(g.r0) * H,
                 rows.o + size_t(g.r0) * C, rows.x + size_t(g.r0) * C, g.n, C, H);
   // The outputs go back into place, in the order the rows were sent.
-  if (ep_.active()) ep_.comm->alltoallv(b.recv_o, row_bytes(b.recv_rows), b.o_rows, row_bytes(b.send_rows));
+  if (ep_.active()) ep_.dcomm->alltoallv(b.recv_o, row_bytes(b.recv_rows), b.o_rows, row_bytes(b.send_rows));
 }
 
 void MoeLayer::experts_backward() {
@@ -467,7 +473,7 @@ void MoeLayer::experts_backward() {
     // The forward's exchange in reverse: ∂L/∂o rows go to the experts' ranks (into recv_o,
     // whose outputs are no longer needed), become ∂L/∂x there, and come back into d_rows.
     El = E / ep_.size;
-    ep_.comm->alltoallv(b.d_rows, row_bytes(b.send_rows), b.recv_o, row_bytes(b.recv_rows));
+    ep_.dcomm->alltoallv(b.d_rows, row_bytes(b.send_rows), b.recv_o, row_bytes(b.recv_rows));
     rows = {b.recv_x, b.recv_h, b.recv_a, b.recv_o, b.recv_dh};
     counts = b.recv_counts;
   }
@@ -477,7 +483,7 @@ void MoeLayer::experts_backward() {
     ffn_backward(be_, b.expert(g.expert, C, H), d_o, d_o, rows.h + size_t(g.r0) * H, rows.a + size_t(g.r0) * H,
                  rows.x + size_t(g.r0) * C, rows.dh + size_t(g.r0) * H, g.n, C, H);
   }
-  if (ep_.active()) ep_.comm->alltoallv(b.recv_o, row_bytes(b.recv_rows), b.d_rows, row_bytes(b.send_rows));
+  if (ep_.active()) ep_.dcomm->alltoallv(b.recv_o, row_bytes(b.recv_rows), b.d_rows, row_bytes(b.send_rows));
 }
 
 std::vector<int64_t> MoeLayer::row_bytes(const std::vector<int64_t>& rows) const {
@@ -490,15 +496,19 @@ void MoeLayer::compete_scores_ep(const float* inp, int N) {
   Bound& b = *b_;
   const int C = C_, E = opts_.n_experts, H = opts_.expert_hidden, P = ep_.size, El = E / P, PN = P * N;
   const bool l2 = opts_.score == CompetitionScore::L2;
-  ep_.comm->allgather(inp, b.all_x, sizeof(float) * size_t(N) * C);  // (P·N, C)
+  ep_.dcomm->allgather(inp, b.all_x, sizeof(float) * size_t(N) * C);  // (P·N, C)
   for (int el = 0; el < El; el++) {
     ffn_forward(be_, b.expert(el, C, H), b.cmp_h, b.cmp_a, b.cmp_o, b.all_x, PN, C, H);
     be_.moe_expert_score(b.local_scores + el, El, b.cmp_o, PN, C, l2);  // column el of (P·N, El)
   }
   // Block s of local_scores (rows s·N…) goes to rank s; block p received holds rank p's
   // experts for this rank's tokens: scores[n][p·El + el] = recv[p][n][el].
-  std::vector<float> recv(size_t(N) * E), scores(size_t(N) * E);
-  ep_.comm->alltoall(b.local_scores, recv.data(), sizeof(float) * size_t(N) * El);
+  // The (P·N, El) block is small: it comes down once and is exchanged over the host
+  // communicator (its counterpart under NCCL, a device all-to-all, would still come down here
+  // for the reorder below).
+  std::vector<float> local(size_t(PN) * El), recv(size_t(N) * E), scores(size_t(N) * E);
+  be_.download(local.data(), b.local_scores, local.size() * sizeof(float));
+  ep_.comm->alltoall(local.data(), recv.data(), sizeof(float) * size_t(N) * El);
   for (int p = 0; p < P; p++)
     for (int n = 0; n < N; n++)
       for (int el = 0; el < El; el++)
@@ -517,7 +527,7 @@ void MoeLayer::competition_balance_backward_ep(float* dinp, int N) {
     for (int n = 0; n < N; n++)
       for (int el = 0; el < El; el++)
         send[(size_t(p) * N + n) * El + el] = ds[size_t(n) * E + p * El + el];
-  ep_.comm->alltoall(send.data(), recv.data(), sizeof(float) * size_t(N) * El);  // (P·N, El): all tokens
+  ep_.comm->alltoall(send.data(), recv.data(), sizeof(float) * size_t(N) * El);  // host: (P·N, El), all tokens
   float* dscores_local = b.local_scores;  // the forward's scores are no longer needed
   be_.upload(dscores_local, recv.data(), recv.size() * sizeof(float));
   // Every local expert recomputed over every token of the group (nothing stored), its score
@@ -531,7 +541,7 @@ void MoeLayer::competition_balance_backward_ep(float* dinp, int N) {
     ffn_backward(be_, b.expert(el, C, H), b.all_dx, d_o, b.cmp_h, b.cmp_a, b.all_x, b.recv_dh, PN, C, H);
   }
   float* mine = b.cmp_o;  // (N, C)
-  ep_.comm->reduce_scatter_sum(b.all_dx, mine, size_t(N) * C);
+  ep_.dcomm->reduce_scatter_sum(b.all_dx, mine, size_t(N) * C);
   be_.accumulate(dinp, mine, size_t(N) * C);
 }
 

@@ -80,6 +80,17 @@ void arm_test_checkpoint_full() {
   set_checkpoint_write_fault_after(bytes);
 }
 
+// TEST-ONLY: COMPETELM_TEST_STAGED_COMM=1 makes a host-memory (CPU) backend use the GPU
+// backend's host-staging communicators (StagingComm, dist/staging_comm.hpp) for the collectives
+// on its buffers, so that the staged data- and expert-parallel path runs in the CPU mpirun
+// tests (tests/mpi/staged_comm.sh). Unset (production) = the host communicators in place.
+bool test_staged_comm() {
+  const char* v = std::getenv("COMPETELM_TEST_STAGED_COMM");
+  if (!v || !*v || std::string(v) == "0") return false;
+  if (std::string(v) != "1") fail("COMPETELM_TEST_STAGED_COMM='{}': expected 1 or 0", v);
+  return true;
+}
+
 // What is non-finite in a step, for the NaN guard's messages.
 std::string describe_non_finite(double loss, double grad_norm) {
   if (!std::isfinite(loss) && !std::isfinite(grad_norm))
@@ -146,7 +157,8 @@ int accumulation_steps(const Config& cfg, int world) {
 
 int train(const Config& cfg, const TrainerOptions& opts, std::shared_ptr<Comm> world, int local_rank) {
   // ---- ranks -----------------------------------------------------------------------------------
-  const DistContext ctx = make_dist_context(world ? world : make_self_comm(), local_rank, cfg.dist.expert_parallel);
+  std::unique_ptr<Backend> backend;  // made below; declared first so that it outlives ctx's device comms
+  DistContext ctx = make_dist_context(world ? world : make_self_comm(), local_rank, cfg.dist.expert_parallel);
   const DistInfo& dist = ctx.info;
   Comm& comm = *ctx.world;
 
@@ -163,15 +175,12 @@ int train(const Config& cfg, const TrainerOptions& opts, std::shared_ptr<Comm> w
 
   // ---- backend, model, optimizer -----------------------------------------------------------------
   // Each rank on a GPU node takes GPU local_rank % devices.
-  std::unique_ptr<Backend> backend = make_backend(cfg.run.device, cfg.run.threads, dist.local_rank);
+  backend = make_backend(cfg.run.device, cfg.run.threads, dist.local_rank);
   apply_precision(*backend, cfg.run.precision);
-  // Data parallelism on a GPU backend stages the gradient and parameter exchange through host
-  // memory (DataParallel); the expert-parallel exchange inside the MoE layers hands device
-  // pointers to the collectives, which needs a device-side communicator (NCCL, not written).
-  if (cfg.dist.expert_parallel > 1 && !backend->memory_is_host())
-    fail_hint("set dist.expert_parallel: 1 (data parallel only) or run.device: cpu",
-              "dist.expert_parallel = {} on the {} backend: expert parallelism needs host-memory collectives "
-              "(CPU backend) until the GPU backend brings NCCL", cfg.dist.expert_parallel, backend->name());
+  // The collectives on the backend's buffers (gradients, parameters, expert rows) get
+  // communicators for its memory: the host ones on the CPU, host-staged MPI or NCCL on a GPU.
+  const std::string gpu_comm = attach_device_comms(ctx, *backend, cfg.dist.gpu_comm, test_staged_comm());
+  if (dist.world > 1 || cfg.dist.gpu_comm != "auto") log->info("dist.gpu_comm {} → {}", cfg.dist.gpu_comm, gpu_comm);
   if (cfg.run.device == "auto") {
     const CudaProbe cuda = probe_cuda();
     log->info("run.device auto → {} ({})", backend->name(),
@@ -180,7 +189,7 @@ int train(const Config& cfg, const TrainerOptions& opts, std::shared_ptr<Comm> w
                                              : std::string("no GPU visible"));
   }
   ModelMoe moe = model_moe(cfg);
-  moe.ep = ExpertParallel{ctx.ep.get(), ctx.ep_rank, ctx.ep_size};
+  moe.ep = ExpertParallel{ctx.ep.get(), ctx.ep_rank, ctx.ep_size, ctx.dep.get()};
   GPT2 model(*backend, model_shape(cfg), model_init(cfg), B, T, moe);
   const int n_moe = model.num_moe_layers();
   // CompeteSMoE: the (layer, step) pairs that compete, drawn once from the seed (spec §5).
@@ -335,8 +344,8 @@ int train(const Config& cfg, const TrainerOptions& opts, std::shared_ptr<Comm> w
 
   // Bytes each rank sends per step: data parallel (gradients, parameters, scalars) and expert
   // parallel (token rows). With one rank every communicator is the same local one.
-  auto dp_bytes = [&] { return ctx.world->bytes_sent() + (ctx.edp != ctx.world ? ctx.edp->bytes_sent() : 0); };
-  auto ep_bytes = [&] { return ctx.ep != ctx.world ? ctx.ep->bytes_sent() : 0; };
+  auto dp_bytes = [&] { return ctx.dp_bytes_sent(); };
+  auto ep_bytes = [&] { return ctx.ep_bytes_sent(); };
   const std::optional<int64_t> fail_at = test_failure_step(dist.rank);
   const std::optional<int64_t> nan_grad_at = test_nan_grad_step();
   arm_test_checkpoint_full();
