@@ -50,6 +50,8 @@ SavedModel load_saved_model(const std::string& path, int B, int T, const std::st
   sm.model = std::make_unique<GPT2>(*sm.backend, model_shape(sm.config), model_init(sm.config), B, T,
                                     model_moe(sm.config));
   load_model_tensors(*sm.model, *sm.backend, ck.read_tensors("model.bin"), sm.dir + "/model.bin");
+  sm.backend->set_param_buffer(sm.model->param_buffer(), sm.model->params().total_elements());
+  sm.backend->refresh_param_copy(sm.config.run.seed, uint64_t(sm.step));  // the bf16 weights training used
   return sm;
 }
 
