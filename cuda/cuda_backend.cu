@@ -112,7 +112,7 @@ void CudaBackend::dealloc(void* p) {
   // that a later block at the same address is never mistaken for it.
   if (params_ && reinterpret_cast<uintptr_t>(params_) >= reinterpret_cast<uintptr_t>(p) &&
       reinterpret_cast<uintptr_t>(params_) < reinterpret_cast<uintptr_t>(p) + std::max<size_t>(bytes, 1))
-    set_param_buffer(nullptr, 0);
+    unbind_param_buffer();  // the stream is idle (above); never throws, as dealloc runs in destructors
   sizes_.erase(it);
   device_free(p, bytes);
 }

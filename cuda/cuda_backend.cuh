@@ -172,12 +172,14 @@ class CudaBackend final : public Backend {
  private:
   // Frees every resource (constructor failure and destructor); never throws.
   void release() noexcept;
-  void* device_malloc(size_t bytes, const char* what);
+  void* device_malloc(size_t bytes, const char* what);  // cudaMalloc + live/peak accounting
   // The copy is stale once [p, p + bytes) overlaps the bound parameter range.
   void invalidate_param_copy(const void* p, size_t bytes);
+  // Forgets the bound range and frees the copy; the caller has synchronised the stream.
+  void unbind_param_buffer() noexcept;
   // The bf16 copy of a GEMM operand stored packed (rows, cols; ld = rows) when it lies wholly in
   // the valid copy's range and is 16-byte aligned there; else null (convert per call).
-  const void* param_copy_operand(const float* src, int rows, int cols, int ld) const;  // cudaMalloc + live/peak accounting
+  const void* param_copy_operand(const float* src, int rows, int cols, int ld) const;
   void device_free(void* p, size_t bytes) noexcept;
   // Column-major cuBLASLt GEMM on the stream (matmul.cu):
   //   D (m,n; ld ldd) = op(A) · op(B) + beta · D  (+ bias[m] broadcast over the columns)

@@ -68,16 +68,24 @@ bool bf16_param_copy_requested() {
 }
 
 void CudaBackend::set_param_buffer(const float* params, size_t n) {
-  if (params == params_ && n == params_n_) return;
-  params_ = n ? params : nullptr;
-  params_n_ = params ? n : 0;
-  param_copy_valid_ = false;
-  if (!params_ && param_copy_) {  // unbound: give the copy's memory back
-    CUDA_CHECK(cudaStreamSynchronize(stream_));
-    device_free(param_copy_, param_copy_capacity_ * sizeof(uint16_t));
-    param_copy_ = nullptr;
-    param_copy_capacity_ = 0;
+  if (!params || n == 0) {  // unbound: give the copy's memory back once queued GEMMs are done with it
+    if (param_copy_) CUDA_CHECK(cudaStreamSynchronize(stream_));
+    unbind_param_buffer();
+    return;
   }
+  if (params == params_ && n == params_n_) return;
+  params_ = params;
+  params_n_ = n;
+  param_copy_valid_ = false;
+}
+
+void CudaBackend::unbind_param_buffer() noexcept {
+  if (param_copy_) device_free(param_copy_, param_copy_capacity_ * sizeof(uint16_t));
+  param_copy_ = nullptr;
+  param_copy_capacity_ = 0;
+  params_ = nullptr;
+  params_n_ = 0;
+  param_copy_valid_ = false;
 }
 
 void CudaBackend::refresh_param_copy(uint64_t seed, uint64_t step) {
