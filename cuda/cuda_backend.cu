@@ -47,6 +47,12 @@ void CudaBackend::release() noexcept {
   matmul_cache_.reset();
   for (const auto& kv : sizes_) cudaFree(kv.first);  // blocks the owner forgot to dealloc
   sizes_.clear();
+  if (param_copy_) cudaFree(param_copy_);
+  param_copy_ = nullptr;
+  param_copy_capacity_ = 0;
+  params_ = nullptr;
+  params_n_ = 0;
+  param_copy_valid_ = false;
   for (int i = 0; i < kScratchSlots; ++i) {
     if (scratch_[i]) cudaFree(scratch_[i]);
     scratch_[i] = nullptr;
@@ -102,12 +108,18 @@ void CudaBackend::dealloc(void* p) {
   // stack), and a sticky error resurfaces at the next checked call anyway.
   (void)cudaStreamSynchronize(stream_);
   const size_t bytes = it->second;
+  // The parameter buffer's block going away: unbind it (the copy's memory is freed with it), so
+  // that a later block at the same address is never mistaken for it.
+  if (params_ && reinterpret_cast<uintptr_t>(params_) >= reinterpret_cast<uintptr_t>(p) &&
+      reinterpret_cast<uintptr_t>(params_) < reinterpret_cast<uintptr_t>(p) + std::max<size_t>(bytes, 1))
+    unbind_param_buffer();  // the stream is idle (above); never throws, as dealloc runs in destructors
   sizes_.erase(it);
   device_free(p, bytes);
 }
 
 void CudaBackend::upload(void* dst, const void* src_host, size_t bytes) {
   if (bytes == 0) return;
+  invalidate_param_copy(dst, bytes);
   CUDA_CHECK(cudaMemcpyAsync(dst, src_host, bytes, cudaMemcpyHostToDevice, stream_));
   // The caller may free or reuse the (pageable) host buffer as soon as we return.
   CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -121,6 +133,7 @@ void CudaBackend::download(void* dst_host, const void* src, size_t bytes) {
 
 void CudaBackend::zero(void* p, size_t bytes) {
   if (bytes == 0) return;
+  invalidate_param_copy(p, bytes);
   CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, stream_));
 }
 

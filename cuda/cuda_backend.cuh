@@ -22,6 +22,15 @@
 
 namespace competelm::cuda {
 
+// The persistent bf16 parameter copy (param_copy.cu) has only run in the CPU emulator
+// (tests/cuda_emu), never on a GPU. Until a GPU session has passed its tests
+// (tests/gpu/test_cuda_bf16_params.cpp, the bf16 model and resume tests with
+// COMPETELM_BF16_PARAM_COPY=1; scripts/gpu_check.sh runs them) it stays off unless that
+// variable is 1, so the verified per-GEMM conversion remains the default. Set to true then.
+inline constexpr bool kBf16ParamCopyVerified = false;
+// kBf16ParamCopyVerified, or COMPETELM_BF16_PARAM_COPY=1 in the environment.
+bool bf16_param_copy_requested();
+
 struct MatmulCache;  // cuBLASLt descriptors and algorithms per GEMM shape (matmul_cache.cuh)
 
 class CudaBackend final : public Backend {
@@ -51,6 +60,22 @@ class CudaBackend final : public Backend {
   void download(void* dst_host, const void* src, size_t bytes) override;
   void zero(void* p, size_t bytes) override;
   void synchronize() override;
+
+  // ---- bf16 parameter copy (param_copy.cu) ----
+  // Used by the bf16 GEMMs when switched on (bf16_param_copy_requested() at construction, or
+  // set_param_copy_enabled) and valid: written by refresh_param_copy / write_param_copy, made
+  // invalid by upload / zero / adamw_update touching the bound range and by rebinding it, gone
+  // with dealloc of the block holding it. Invalid: the GEMMs convert the fp32 weights per call.
+  void set_param_buffer(const float* params, size_t n) override;
+  void refresh_param_copy(uint64_t seed, uint64_t step) override;
+  enum class ParamRounding { stochastic, nearest };
+  // Writes the copy (whatever the switch and precision; nearest = the per-call conversion's
+  // rounding, for tests) and marks it valid.
+  void write_param_copy(uint64_t seed, uint64_t step, ParamRounding rounding);
+  void set_param_copy_enabled(bool on) { param_copy_enabled_ = on; }
+  bool param_copy_enabled() const { return param_copy_enabled_; }
+  // The copy (n packed bf16 bit patterns, device memory) while valid, else null.
+  const void* param_copy() const { return param_copy_valid_ ? param_copy_ : nullptr; }
 
   // ---- embeddings ----
   void encoder_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T,
@@ -148,6 +173,13 @@ class CudaBackend final : public Backend {
   // Frees every resource (constructor failure and destructor); never throws.
   void release() noexcept;
   void* device_malloc(size_t bytes, const char* what);  // cudaMalloc + live/peak accounting
+  // The copy is stale once [p, p + bytes) overlaps the bound parameter range.
+  void invalidate_param_copy(const void* p, size_t bytes);
+  // Forgets the bound range and frees the copy; the caller has synchronised the stream.
+  void unbind_param_buffer() noexcept;
+  // The bf16 copy of a GEMM operand stored packed (rows, cols; ld = rows) when it lies wholly in
+  // the valid copy's range and is 16-byte aligned there; else null (convert per call).
+  const void* param_copy_operand(const float* src, int rows, int cols, int ld) const;
   void device_free(void* p, size_t bytes) noexcept;
   // Column-major cuBLASLt GEMM on the stream (matmul.cu):
   //   D (m,n; ld ldd) = op(A) · op(B) + beta · D  (+ bias[m] broadcast over the columns)
@@ -171,6 +203,13 @@ class CudaBackend final : public Backend {
   size_t live_bytes_ = 0, peak_bytes_ = 0;
   std::unordered_map<void*, size_t> sizes_;  // alloc()ed blocks still live → bytes
   std::unique_ptr<MatmulCache> matmul_cache_;
+  // The bf16 parameter copy: the bound fp32 range, its bf16 image (capacity in elements).
+  const float* params_ = nullptr;
+  size_t params_n_ = 0;
+  uint16_t* param_copy_ = nullptr;
+  size_t param_copy_capacity_ = 0;
+  bool param_copy_valid_ = false;
+  bool param_copy_enabled_ = bf16_param_copy_requested();
 };
 
 }  // namespace competelm::cuda

@@ -3,7 +3,9 @@
 // bf16 scratch (round to nearest even) and multiplied on the tensor cores with fp32
 // accumulation into the fp32 output. Parameters, activations and gradients stay fp32 in
 // memory, so the fp32 master weights are exact and only the products see bf16 operands; the
-// copies cost one read of each fp32 operand per GEMM, small next to the GEMM itself.
+// copies cost one read of each fp32 operand per GEMM, small next to the GEMM itself. A weight
+// inside the persistent bf16 parameter copy (param_copy.cu; written once per optimizer step
+// with stochastic rounding) is read from there instead, when that copy is switched on and valid.
 //
 // Row-major ↔ column-major. cuBLASLt is column-major: a row-major (R, K) array with row
 // stride K is, byte for byte, the column-major (K, R) matrix with leading dimension K, i.e.
@@ -153,9 +155,13 @@ void CudaBackend::gemm(bool trans_a, bool trans_b, int m, int n, int k, const fl
   const cudaDataType_t operand = bf16 ? CUDA_R_16BF : CUDA_R_32F;
   const void* a_data = A;
   const void* b_data = B;
-  if (bf16) {  // packed bf16 copies: leading dimension = stored rows
-    a_data = to_bf16(*this, A, a_rows, a_cols, lda, 1);
-    b_data = to_bf16(*this, B, b_rows, b_cols, ldb, 2);
+  if (bf16) {  // packed bf16 operands: leading dimension = stored rows
+    // A weight inside the valid bf16 parameter copy is read from it (same layout, packed);
+    // anything else is converted into scratch here.
+    const void* a_copy = param_copy_operand(A, a_rows, a_cols, lda);
+    const void* b_copy = param_copy_operand(B, b_rows, b_cols, ldb);
+    a_data = a_copy ? a_copy : to_bf16(*this, A, a_rows, a_cols, lda, 1);
+    b_data = b_copy ? b_copy : to_bf16(*this, B, b_rows, b_cols, ldb, 2);
     lda = a_rows;
     ldb = b_rows;
   }

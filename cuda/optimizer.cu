@@ -72,6 +72,7 @@ double CudaBackend::sum_squares(const float* x, size_t n) {
 void CudaBackend::adamw_update(float* params, const float* grads, float* m, float* v, size_t n, float lr,
                                float beta1, float beta2, float eps, float weight_decay, float grad_scale, int t) {
   if (n == 0) return;
+  invalidate_param_copy(params, n * sizeof(float));  // the bf16 copy no longer matches: refresh_param_copy
   const double b1 = beta1, b2 = beta2;
   const double bc1 = 1.0 - std::pow(b1, t);
   const double bc2 = 1.0 - std::pow(b2, t);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # On a GPU machine: build with CUDA and run the GPU tests (ctest label `gpu`) plus the unit
-# tests that need no prepared corpus, the GPU tests under compute-sanitizer memcheck, and
+# tests that need no prepared corpus, the GPU tests under compute-sanitizer memcheck, the bf16
+# tests again with the bf16 parameter copy on (COMPETELM_BF16_PARAM_COPY=1), and
 # competelm-bench on CUDA (GPT-2 124M dense and MoE with each router, RESULT lines kept),
 # and write a summary. GPU time is scarce: this one
 # command does it all. Machines without Debian packages: carry third_party/prefix
@@ -78,6 +79,16 @@ elif [ -n "$SANITIZER" ]; then
   grep -E "ERROR SUMMARY" "$OUT_DIR/memcheck.log" | tail -n 1 >>"$SUMMARY"
 else
   echo "memcheck: skipped (compute-sanitizer not found)" >>"$SUMMARY"
+fi
+
+# The bf16 parameter copy (cuda/param_copy.cu; off unless COMPETELM_BF16_PARAM_COPY=1 until it is
+# verified here, docs/cuda.md): the bf16 op tests, its own tests, the bf16 training and the
+# bit-for-bit resume test once more with it on. GPU_CHECK_PARAM_COPY=0 skips it.
+if [ "${GPU_CHECK_TESTS:-1}" = 0 ] || [ "${GPU_CHECK_PARAM_COPY:-1}" = 0 ]; then
+  echo "bf16_param_copy: skipped" >>"$SUMMARY"
+else
+  run_step bf16_param_copy env COMPETELM_BF16_PARAM_COPY=1 timeout 600 "$BUILD_DIR/bin/competelm-gpu-tests" "[cuda][bf16]"
+  grep -E "All tests passed|test cases" "$OUT_DIR/bf16_param_copy.log" | tail -n 1 | sed "s/^/bf16_param_copy: /" >>"$SUMMARY"
 fi
 
 # Throughput on the GPU: GPT-2 124M dense and the 124M-active MoE with each router, B=16, T=1024.

@@ -45,6 +45,17 @@ class Backend {
   virtual void zero(void* p, size_t bytes) = 0;
   virtual void synchronize() {}
 
+  // ---- low-precision parameter copy (CUDA bf16; no-ops elsewhere) ----------------------------
+  // The model's flat parameter buffer (n floats, backend memory); null/0 unbinds. A backend that
+  // multiplies in bf16 may keep a bf16 copy of it for the GEMMs to read.
+  virtual void set_param_buffer(const float* /*params*/, size_t /*n*/) {}
+  // (Re)writes that copy from the fp32 parameters with stochastic rounding drawn from a hash of
+  // (seed, step, element index): the same bits on every rank and on a resumed run. Call after
+  // every write of the parameters (optimizer update + gather, initialisation, checkpoint load),
+  // with `step` = optimizer steps completed. A write the backend sees (upload, adamw_update)
+  // invalidates the copy until then: the GEMMs fall back to rounding the fp32 weights per call.
+  virtual void refresh_param_copy(uint64_t /*seed*/, uint64_t /*step*/) {}
+
   // ---- embeddings --------------------------------------------------------------------
   // out[b,t,:] = wte[tokens[b,t],:] + wpe[t,:]
   virtual void encoder_forward(float* out /*(B,T,C)*/, const int32_t* tokens /*(B,T)*/,

@@ -51,6 +51,8 @@ SavedModel load_saved_model(const std::string& path, int B, int T, const std::st
                                     model_moe(sm.config));
   // model.bin, or the shard files of a multi-rank checkpoint joined into whole tensors.
   load_model_tensors(*sm.model, *sm.backend, ck.read_assembled("model"), sm.dir + "/model");
+  sm.backend->set_param_buffer(sm.model->param_buffer(), sm.model->params().total_elements());
+  sm.backend->refresh_param_copy(sm.config.run.seed, uint64_t(sm.step));  // the bf16 weights training used
   return sm;
 }
 

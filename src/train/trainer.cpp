@@ -197,6 +197,7 @@ int train(const Config& cfg, const TrainerOptions& opts, std::shared_ptr<Comm> w
   CompetitionSchedule competition;
   if (competesmoe) competition = CompetitionSchedule::build(schedule_options(cfg));
   model.init_weights(cfg.run.seed);
+  backend->set_param_buffer(model.param_buffer(), model.params().total_elements());  // bf16 copy (CUDA)
   // Data parallel over every rank, optimizer state sharded (ZeRO-1): this rank updates owned().
   DataParallel dp(ctx, model.expert_region_begin(), model.params().total_elements(), backend.get());
   AdamW opt(*backend, model.params(),
@@ -256,6 +257,8 @@ int train(const Config& cfg, const TrainerOptions& opts, std::shared_ptr<Comm> w
     if (dist.is_main()) truncate_metrics_after(cfg.run.dir + "/metrics.jsonl", 0);
     log->info("no checkpoint in {}/checkpoints: starting from scratch", cfg.run.dir);
   }
+  // The bf16 parameter copy of the weights step state.step starts from: as the uninterrupted run.
+  backend->refresh_param_copy(cfg.run.seed, uint64_t(state.step));
 
   // ---- announce --------------------------------------------------------------------------------------
   const double flops_per_step = model.flops_per_token(T) * double(tokens_per_step);
@@ -409,6 +412,8 @@ int train(const Config& cfg, const TrainerOptions& opts, std::shared_ptr<Comm> w
       opt.step(model.param_buffer(), model.grad_buffer(), lr, grad_scale);
       dp.gather(model.param_buffer());  // every rank gets the shards the others updated
     }
+    // Also after a skipped step: the copy for step N is then always drawn with N, as on resume.
+    backend->refresh_param_copy(cfg.run.seed, uint64_t(step + 1));
     backend->synchronize();
     const uint64_t step_dp_bytes = dp_bytes() - dp0, step_ep_bytes = ep_bytes() - ep0;
     const double step_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
