@@ -34,7 +34,8 @@ class Backend {
   virtual void set_precision(Precision p);
   virtual Precision precision() const { return Precision::fp32; }
   // True when the backend's pointers are host memory (the CPU backend): collectives can then
-  // read and write them directly; otherwise they go through host staging (DataParallel).
+  // read and write them directly; otherwise they need device communicators (host-staged MPI
+  // or NCCL: attach_device_comms in dist/dist_context.hpp).
   virtual bool memory_is_host() const { return false; }
 
   // ---- memory ----------------------------------------------------------------------
