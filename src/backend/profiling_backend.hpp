@@ -26,6 +26,11 @@ class ProfilingBackend : public Backend {
   void set_precision(Precision p) override { in_.set_precision(p); }
   Precision precision() const override { return in_.precision(); }
   bool memory_is_host() const override { return in_.memory_is_host(); }
+  void set_param_buffer(const float* p, size_t n) override { in_.set_param_buffer(p, n); }
+  void refresh_param_copy(uint64_t seed, uint64_t step) override {  // a bf16 backend's work only
+    if (in_.precision() != Precision::bf16) return in_.refresh_param_copy(seed, step);
+    timed("param_copy", 0, [&] { in_.refresh_param_copy(seed, step); });
+  }
   void* alloc(size_t bytes) override { return in_.alloc(bytes); }
   void dealloc(void* p) override { in_.dealloc(p); }
   void upload(void* d, const void* s, size_t b) override { in_.upload(d, s, b); }
