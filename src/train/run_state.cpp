@@ -239,7 +239,7 @@ std::string save_sharded(const std::string& run_dir, const Config& cfg, GPT2& mo
   if (rank == 0) try {
       owner = std::make_unique<CheckpointWriter>(run_dir, state.step);
       tmp_dir = owner->temporary_dir();
-    } catch (const Error& e) {
+    } catch (const std::exception& e) {  // bad_alloc too: no rank may skip the agreement below
       error = e.what();
     }
   if (any_rank_failed(comm, error)) throw Error(error);
@@ -252,7 +252,7 @@ std::string save_sharded(const std::string& run_dir, const Config& cfg, GPT2& mo
     if (!w) w = (helper = std::make_unique<CheckpointWriter>(tmp_dir, state.step, true)).get();
     write_rank_shards(*w, model, opt, backend, dp.owned(), rank, world);
     if (helper) mine = helper->written();
-  } catch (const Error& e) {
+  } catch (const std::exception& e) {
     error = e.what();
   }
   if (any_rank_failed(comm, error)) throw Error(error);
@@ -263,7 +263,7 @@ std::string save_sharded(const std::string& run_dir, const Config& cfg, GPT2& mo
       for (int r = 1; r < world; ++r) owner->add_files(files_from_text(records[size_t(r)]));
       write_run_files(*owner, cfg, opt, state, schedule);
       dir = owner->commit(meta_extra(model, state, &dist));
-    } catch (const Error& e) {
+    } catch (const std::exception& e) {
       error = e.what();
     }
   owner.reset();  // an uncommitted directory is gone before any rank reports the failure

@@ -237,6 +237,12 @@ int train(const Config& cfg, const TrainerOptions& opts, std::shared_ptr<Comm> w
       log->warn("sampling disabled: {} (eval.tokenizer_dir = {})", e.what(), dir);
     }
   }
+  // Under expert parallelism sampling is collective: every rank samples or none does (a
+  // tokenizer that failed to load on one rank would otherwise leave the others waiting).
+  if (cfg.eval.sample_every > 0 && ctx.ep_size > 1 && comm.allreduce_max(tokenizer ? 0 : 1) != 0) {
+    if (tokenizer) log->warn("sampling disabled: the tokenizer did not load on every rank");
+    tokenizer.reset();
+  }
 
   // ---- resume -------------------------------------------------------------------------------------
   TrainState state;
