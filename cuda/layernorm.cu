@@ -1,5 +1,6 @@
 // LayerNorm over the last dimension (eps 1e-5, biased variance), as the CPU oracle: two
-// passes (mean, then variance about the mean), statistics kept for the backward.
+// passes (mean, then variance about the mean), statistics kept for the backward. The residual
+// add feeding a layernorm is fused into it (residual_layernorm_forward): one warp per row.
 //
 // Backward: dinp one warp per row; dweight / dbias are column sums over the rows, done in two
 // deterministic stages (no atomics): per chunk of kRowsPerChunk rows a partial per column,
@@ -34,6 +35,39 @@ __global__ void layernorm_forward_kernel(float* out, float* mean, float* rstd, c
   }
   const float s = 1.0f / sqrtf(warp_sum(var) / static_cast<float>(C) + kEps);
   for (int c = lane; c < C; c += kWarp) o[c] = (x[c] - m) * s * weight[c] + bias[c];
+  if (lane == 0) {
+    mean[row] = m;
+    rstd[row] = s;
+  }
+}
+
+// res[row] += x[row], then the layernorm of the sum: the first pass reads x and res once and
+// writes the sum back; the variance and output passes re-read it from res, each lane only the
+// columns it wrote itself (c ≡ lane mod 32), so no synchronisation is needed. The statistics
+// are summed in the same order as layernorm_forward_kernel's.
+__global__ void residual_layernorm_forward_kernel(float* res, const float* x, float* out, float* mean,
+                                                  float* rstd, const float* weight, const float* bias, int N,
+                                                  int C) {
+  const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / kWarp;
+  const int lane = threadIdx.x % kWarp;
+  if (row >= N) return;  // whole warps exit together: the shuffles below see full warps
+  float* r = res + size_t(row) * C;
+  const float* xr = x + size_t(row) * C;
+  float* o = out + size_t(row) * C;
+  float sum = 0.0f;
+  for (int c = lane; c < C; c += kWarp) {
+    const float v = r[c] + xr[c];
+    r[c] = v;
+    sum += v;
+  }
+  const float m = warp_sum(sum) / static_cast<float>(C);
+  float var = 0.0f;
+  for (int c = lane; c < C; c += kWarp) {
+    const float d = r[c] - m;
+    var += d * d;
+  }
+  const float s = 1.0f / sqrtf(warp_sum(var) / static_cast<float>(C) + kEps);
+  for (int c = lane; c < C; c += kWarp) o[c] = (r[c] - m) * s * weight[c] + bias[c];
   if (lane == 0) {
     mean[row] = m;
     rstd[row] = s;
@@ -107,6 +141,14 @@ void CudaBackend::layernorm_forward(float* out, float* mean, float* rstd, const 
   if (N == 0 || C == 0) return;
   layernorm_forward_kernel<<<blocks_for(size_t(N), kRowsPerBlock), kThreads, 0, stream_>>>(out, mean, rstd, inp,
                                                                                           weight, bias, N, C);
+  CUDA_CHECK_LAUNCH();
+}
+
+void CudaBackend::residual_layernorm_forward(float* res, const float* x, float* out, float* mean, float* rstd,
+                                             const float* weight, const float* bias, int N, int C) {
+  if (N == 0 || C == 0) return;
+  residual_layernorm_forward_kernel<<<blocks_for(size_t(N), kRowsPerBlock), kThreads, 0, stream_>>>(
+      res, x, out, mean, rstd, weight, bias, N, C);
   CUDA_CHECK_LAUNCH();
 }
 

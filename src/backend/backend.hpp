@@ -74,6 +74,17 @@ class Backend {
                                   const float* dout /*(N,C)*/, const float* inp /*(N,C)*/,
                                   const float* weight /*(C)*/, const float* mean /*(N)*/,
                                   const float* rstd /*(N)*/, int N, int C) = 0;
+  // The residual add fused with the layernorm that reads its sum, in one pass over the rows:
+  //   res += x;  layernorm_forward(out, mean, rstd, res, weight, bias)
+  // exactly those semantics (same eps and statistics; res keeps the sum for the backward). The
+  // default makes the two calls; the CPU and CUDA backends override it with a single pass.
+  virtual void residual_layernorm_forward(float* res /*(N,C)*/, const float* x /*(N,C)*/,
+                                          float* out /*(N,C)*/, float* mean /*(N)*/, float* rstd /*(N)*/,
+                                          const float* weight /*(C)*/, const float* bias /*(C)*/, int N,
+                                          int C) {
+    accumulate(res, x, size_t(N) * size_t(C));
+    layernorm_forward(out, mean, rstd, res, weight, bias, N, C);
+  }
 
   // ---- linear layers ---------------------------------------------------------------------
   // out = inp · weightᵀ (+ bias). bias may be null.

@@ -54,6 +54,10 @@ class ProfilingBackend : public Backend {
                           const float* w, const float* mean, const float* rstd, int N, int C) override {
     timed("layernorm", 0, [&] { in_.layernorm_backward(dinp, dw, db, dout, inp, w, mean, rstd, N, C); });
   }
+  void residual_layernorm_forward(float* res, const float* x, float* out, float* mean, float* rstd,
+                                  const float* w, const float* b, int N, int C) override {
+    timed("layernorm", 0, [&] { in_.residual_layernorm_forward(res, x, out, mean, rstd, w, b, N, C); });
+  }
   void matmul_forward(float* out, const float* inp, const float* w, const float* b, int N, int C,
                       int OC) override {
     timed("matmul", 2.0 * N * C * OC, [&] { in_.matmul_forward(out, inp, w, b, N, C, OC); });

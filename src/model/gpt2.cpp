@@ -249,21 +249,29 @@ float GPT2::forward(const int32_t* tokens, const int32_t* targets, int B, int T)
 
   double aux = 0.0;  // Σ over MoE layers of their aux losses
   be_.encoder_forward(act(a.encoded), tokens_dev_, w("wte"), w("wpe"), B, T, C);  // (B, T, C)
-  float* residual = act(a.encoded);
+  // Each residual add is fused into the layernorm that reads its sum (one pass over (N, C)):
+  // the attention branch's into ln2, the FFN branch's into the next block's ln1 (or lnf). So
+  // a block starts with its ln1 already computed; block 0's has no add before it.
+  if (L > 0)
+    be_.layernorm_forward(act(a.ln1[0]), act(a.ln1_mean[0]), act(a.ln1_rstd[0]), act(a.encoded),
+                          w("blocks.0.ln1.weight"), w("blocks.0.ln1.bias"), N, C);     // (B, T, C)
+  else
+    be_.layernorm_forward(act(a.lnf), act(a.lnf_mean), act(a.lnf_rstd), act(a.encoded), w("lnf.weight"),
+                          w("lnf.bias"), N, C);                                        // (B, T, C)
+  float* residual = act(a.encoded);  // x, the block's input
   for (int l = 0; l < L; ++l) {
     const std::string p = "blocks." + std::to_string(l) + ".";
-    // x + attn(ln1(x))
-    be_.layernorm_forward(act(a.ln1[l]), act(a.ln1_mean[l]), act(a.ln1_rstd[l]), residual,
-                          w(p + "ln1.weight"), w(p + "ln1.bias"), N, C);               // (B, T, C)
+    // x + attn(ln1(x))   (ln1(x) computed by the previous block's fused add, or above)
     be_.matmul_forward(act(a.qkv[l]), act(a.ln1[l]), w(p + "attn.qkv.weight"),
                        w(p + "attn.qkv.bias"), N, C, 3 * C);                           // (B, T, 3C)
     be_.attention_forward(act(a.atty[l]), act(a.att[l]), act(a.qkv[l]), B, T, C, NH);  // (B, T, C)
     be_.matmul_forward(act(a.residual2[l]), act(a.atty[l]), w(p + "attn.proj.weight"),
                        w(p + "attn.proj.bias"), N, C, C);                              // (B, T, C)
-    be_.accumulate(act(a.residual2[l]), residual, size_t(N) * C);                      // += x
+    // residual2 += x, and ln2(residual2)
+    be_.residual_layernorm_forward(act(a.residual2[l]), residual, act(a.ln2[l]), act(a.ln2_mean[l]),
+                                   act(a.ln2_rstd[l]), w(p + "ln2.weight"), w(p + "ln2.bias"), N,
+                                   C);                                                 // (B, T, C)
     // x + mlp(ln2(x))
-    be_.layernorm_forward(act(a.ln2[l]), act(a.ln2_mean[l]), act(a.ln2_rstd[l]), act(a.residual2[l]),
-                          w(p + "ln2.weight"), w(p + "ln2.bias"), N, C);               // (B, T, C)
     if (MoeLayer* moe = moe_layers_[l].get()) {
       const int m = moe_layer_number(l);
       moe->forward(act(a.residual3[l]), act(a.ln2[l]), B, T, compete_next_[m], &moe_stats_[m]);  // (B, T, C)
@@ -275,11 +283,19 @@ float GPT2::forward(const int32_t* tokens, const int32_t* targets, int B, int T)
       be_.matmul_forward(act(a.residual3[l]), act(a.fch_gelu[l]), w(p + "mlp.proj.weight"),
                          w(p + "mlp.proj.bias"), N, 4 * C, C);                         // (B, T, C)
     }
-    be_.accumulate(act(a.residual3[l]), act(a.residual2[l]), size_t(N) * C);          // += x
+    // residual3 += residual2 (the block's output), and the norm that reads it: the next
+    // block's ln1, or lnf after the last block
+    if (l + 1 < L) {
+      const std::string pn = "blocks." + std::to_string(l + 1) + ".";
+      be_.residual_layernorm_forward(act(a.residual3[l]), act(a.residual2[l]), act(a.ln1[l + 1]),
+                                     act(a.ln1_mean[l + 1]), act(a.ln1_rstd[l + 1]), w(pn + "ln1.weight"),
+                                     w(pn + "ln1.bias"), N, C);                        // (B, T, C)
+    } else {
+      be_.residual_layernorm_forward(act(a.residual3[l]), act(a.residual2[l]), act(a.lnf), act(a.lnf_mean),
+                                     act(a.lnf_rstd), w("lnf.weight"), w("lnf.bias"), N, C);  // (B, T, C)
+    }
     residual = act(a.residual3[l]);
   }
-  be_.layernorm_forward(act(a.lnf), act(a.lnf_mean), act(a.lnf_rstd), residual, w("lnf.weight"),
-                        w("lnf.bias"), N, C);                                          // (B, T, C)
   be_.matmul_forward(act(a.logits), act(a.lnf), w("wte"), nullptr, N, C, Vp);          // (B, T, Vp)
   std::fill(compete_next_.begin(), compete_next_.end(), false);  // competition is per forward
   last_aux_loss_ = static_cast<float>(aux);

@@ -133,6 +133,21 @@ int main(int argc, char** argv) {
     h.check("  dweight", d.down(dw, C), dw_ref, 2e-5);
     h.check("  dbias", d.down(db, C), db_ref, 2e-5);
   }
+  // ---- residual add fused with layernorm: res += x, then layernorm of res ----
+  for (auto [N, C] : std::vector<std::array<int, 2>>{{1, 33}, {1, 768}, {9, 1}, {13, 768}, {3, 300}}) {
+    auto res0 = h.randv(size_t(N) * C, 2.0f), x = h.randv(size_t(N) * C), w = h.randv(C), b = h.randv(C);
+    for (auto& v : res0) v += 3.0f;
+    V res_ref = res0, out_ref(x.size()), mean_ref(N), rstd_ref(N);
+    cpu::accumulate(res_ref.data(), x.data(), x.size());
+    cpu::layernorm_forward(out_ref.data(), mean_ref.data(), rstd_ref.data(), res_ref.data(), w.data(), b.data(), N, C);
+    float *res = d.up(res0), *out = d.up(h.randv(x.size())), *mean = d.up(h.randv(N)), *rstd = d.up(h.randv(N));
+    be.residual_layernorm_forward(res, d.up(x), out, mean, rstd, d.up(w), d.up(b), N, C);
+    std::snprintf(name, sizeof name, "residual_layernorm_forward N=%d C=%d res", N, C);
+    h.check(name, d.down(res, x.size()), res_ref, 0);
+    h.check("  out", d.down(out, x.size()), out_ref, 1e-5);
+    h.check("  mean", d.down(mean, N), mean_ref, 1e-6);
+    h.check("  rstd", d.down(rstd, N), rstd_ref, 1e-5);
+  }
   // ---- pointwise ----
   for (size_t n : {size_t(1), size_t(37), size_t(1000)}) {
     auto x = h.randv(n, 3.0f), y = h.randv(n), g0 = h.randv(n);

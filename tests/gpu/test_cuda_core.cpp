@@ -173,6 +173,37 @@ TEST_CASE("cuda layernorm forward and backward match the CPU", "[cuda][layernorm
   }
 }
 
+TEST_CASE("cuda residual_layernorm_forward matches the CPU's accumulate + layernorm", "[cuda][layernorm]") {
+  struct Shape {
+    int N, C;
+  };
+  for (const Shape s : {Shape{1, 1}, Shape{1, 33}, Shape{1, 768}, Shape{37, 768}, Shape{300, 1600}, Shape{3, 4099}}) {
+    CAPTURE(s.N, s.C);
+    Pair p;
+    const size_t NC = size_t(s.N) * s.C;
+    std::vector<float> r0 = randn(NC, 41, 2.0f);
+    for (size_t i = 0; i < NC; ++i) r0[i] += 0.5f;  // a non-zero mean
+    const std::vector<float> out0 = randn(NC, 44), mean0 = randn(size_t(s.N), 45), rstd0 = randn(size_t(s.N), 46);
+    Twin<float> res(p, r0), x(p, randn(NC, 42)), w(p, randn(size_t(s.C), 43)), b(p, randn(size_t(s.C), 47));
+    Twin<float> out(p, out0), mean(p, mean0), rstd(p, rstd0);
+    // The oracle: the two separate CPU ops.
+    p.cpu->accumulate(res.cpu, x.cpu, NC);
+    p.cpu->layernorm_forward(out.cpu, mean.cpu, rstd.cpu, res.cpu, w.cpu, b.cpu, s.N, s.C);
+    p.cuda->residual_layernorm_forward(res.cuda, x.cuda, out.cuda, mean.cuda, rstd.cuda, w.cuda, b.cuda, s.N, s.C);
+    require_close(res, 0, 0, "res");  // one fp32 add per element, as the CPU
+    require_close(mean, 1e-5, 1e-6, "mean");
+    require_close(rstd, 1e-5, 1e-6, "rstd");
+    require_close(out, 1e-5, 1e-5, "out");
+    // Deterministic: the same call again gives the same bits.
+    Dev res2(*p.cuda, r0), out2(*p.cuda, out0), mean2(*p.cuda, mean0), rstd2(*p.cuda, rstd0);
+    p.cuda->residual_layernorm_forward(res2.p, x.cuda, out2.p, mean2.p, rstd2.p, w.cuda, b.cuda, s.N, s.C);
+    REQUIRE(bit_equal(res2.host(), res.host_cuda()));
+    REQUIRE(bit_equal(out2.host(), out.host_cuda()));
+    REQUIRE(bit_equal(mean2.host(), mean.host_cuda()));
+    REQUIRE(bit_equal(rstd2.host(), rstd.host_cuda()));
+  }
+}
+
 // ---- linear layers --------------------------------------------------------------------------
 
 namespace {

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -201,6 +202,42 @@ TEST_CASE("layernorm forward and backward match the double reference and FD", "[
   require_doubled(dx, dx1);
   require_doubled(dw, dw1);
   require_doubled(db, db1);
+}
+
+TEST_CASE("residual_layernorm_forward is bit-identical to accumulate + layernorm_forward", "[ops]") {
+  CpuBackend be(2);
+  Rng rng(12);
+  for (auto [n, c] : {std::pair{1, 33}, std::pair{1, 768}, std::pair{7, 768}, std::pair{37, 100},
+                      std::pair{5, 4099}, std::pair{3, 1}}) {
+    CAPTURE(n, c);
+    const size_t nc = static_cast<size_t>(n) * c;
+    auto res0 = random_floats(rng, nc, 2.0f), x = random_floats(rng, nc, 0.5f);
+    for (auto& v : res0) v += 1.5f;  // rows with a non-zero mean
+    const auto wt = random_floats(rng, c, 0.5f), bias = random_floats(rng, c, 0.5f);
+
+    auto res_ref = res0;
+    std::vector<float> out_ref(nc), mean_ref(n), rstd_ref(n);
+    be.accumulate(res_ref.data(), x.data(), nc);
+    be.layernorm_forward(out_ref.data(), mean_ref.data(), rstd_ref.data(), res_ref.data(), wt.data(),
+                         bias.data(), n, c);
+
+    auto res = res0;
+    std::vector<float> out(nc, -1.0f), mean(n, -1.0f), rstd(n, -1.0f);
+    be.residual_layernorm_forward(res.data(), x.data(), out.data(), mean.data(), rstd.data(), wt.data(),
+                                  bias.data(), n, c);
+    REQUIRE(std::memcmp(res.data(), res_ref.data(), nc * sizeof(float)) == 0);
+    REQUIRE(std::memcmp(out.data(), out_ref.data(), nc * sizeof(float)) == 0);
+    REQUIRE(std::memcmp(mean.data(), mean_ref.data(), n * sizeof(float)) == 0);
+    REQUIRE(std::memcmp(rstd.data(), rstd_ref.data(), n * sizeof(float)) == 0);
+
+    // The Backend default (the two calls) that backends without a fused kernel inherit.
+    auto res_d = res0;
+    std::vector<float> out_d(nc), mean_d(n), rstd_d(n);
+    be.Backend::residual_layernorm_forward(res_d.data(), x.data(), out_d.data(), mean_d.data(), rstd_d.data(),
+                                           wt.data(), bias.data(), n, c);
+    REQUIRE(std::memcmp(out_d.data(), out_ref.data(), nc * sizeof(float)) == 0);
+    REQUIRE(std::memcmp(res_d.data(), res_ref.data(), nc * sizeof(float)) == 0);
+  }
 }
 
 TEST_CASE("matmul forward and backward match the double reference and FD", "[ops]") {

@@ -79,6 +79,11 @@ void CpuBackend::layernorm_backward(float* dinp, float* dweight, float* dbias,
                                     const float* mean, const float* rstd, int N, int C) {
   cpu::layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C);
 }
+void CpuBackend::residual_layernorm_forward(float* res, const float* x, float* out, float* mean,
+                                            float* rstd, const float* weight, const float* bias,
+                                            int N, int C) {
+  cpu::residual_layernorm_forward(res, x, out, mean, rstd, weight, bias, N, C);
+}
 void CpuBackend::matmul_forward(float* out, const float* inp, const float* weight,
                                 const float* bias, int N, int C, int OC) {
   cpu::matmul_forward(out, inp, weight, bias, N, C, OC);

@@ -31,6 +31,8 @@ class CpuBackend final : public Backend {
   void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                           const float* inp, const float* weight, const float* mean,
                           const float* rstd, int N, int C) override;
+  void residual_layernorm_forward(float* res, const float* x, float* out, float* mean, float* rstd,
+                                  const float* weight, const float* bias, int N, int C) override;
   void matmul_forward(float* out, const float* inp, const float* weight, const float* bias,
                       int N, int C, int OC) override;
   void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,

@@ -8,29 +8,60 @@
 
 namespace competelm::cpu {
 
+namespace {
+
+// The rest of one row's layernorm once Σ x is known: variance about the mean (two passes avoid
+// the cancellation of E[x²]-E[x]²), then the normalised, scaled and shifted output. Shared by
+// layernorm_forward and residual_layernorm_forward so that both run the same fp32 operations.
+inline void normalize_row(float* o, float* mean, float* rstd, const float* x, const float* weight,
+                          const float* bias, float sum, int C) {
+  const float m = sum / static_cast<float>(C);
+  float var = 0.0f;
+#pragma omp simd reduction(+ : var)
+  for (int c = 0; c < C; c++) {
+    const float d = x[c] - m;
+    var += d * d;
+  }
+  const float s = 1.0f / std::sqrt(var / static_cast<float>(C) + kLayerNormEps);
+#pragma omp simd
+  for (int c = 0; c < C; c++) o[c] = (x[c] - m) * s * weight[c] + bias[c];
+  *mean = m;
+  *rstd = s;
+}
+
+}  // namespace
+
 void layernorm_forward(float* out /*(N,C)*/, float* mean /*(N)*/, float* rstd /*(N)*/,
                        const float* inp /*(N,C)*/, const float* weight /*(C)*/,
                        const float* bias /*(C)*/, int N, int C) {
 #pragma omp parallel for schedule(static)
   for (int i = 0; i < N; i++) {
     const float* x = inp + static_cast<size_t>(i) * C;
-    float* o = out + static_cast<size_t>(i) * C;
-    // Two passes (mean, then variance about the mean) avoid the cancellation of E[x²]-E[x]².
     float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
     for (int c = 0; c < C; c++) sum += x[c];
-    const float m = sum / static_cast<float>(C);
-    float var = 0.0f;
-#pragma omp simd reduction(+ : var)
+    normalize_row(out + static_cast<size_t>(i) * C, mean + i, rstd + i, x, weight, bias, sum, C);
+  }
+}
+
+// The residual add folded into the mean's pass: each row is read from memory once (the later
+// passes find it in cache). The sums are the same fp32 adds in the same order as accumulate +
+// layernorm_forward, so the results are bit-identical to the two calls.
+void residual_layernorm_forward(float* res /*(N,C)*/, const float* x /*(N,C)*/, float* out /*(N,C)*/,
+                                float* mean /*(N)*/, float* rstd /*(N)*/, const float* weight /*(C)*/,
+                                const float* bias /*(C)*/, int N, int C) {
+#pragma omp parallel for schedule(static)
+  for (int i = 0; i < N; i++) {
+    float* r = res + static_cast<size_t>(i) * C;
+    const float* xi = x + static_cast<size_t>(i) * C;
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
     for (int c = 0; c < C; c++) {
-      const float d = x[c] - m;
-      var += d * d;
+      const float v = r[c] + xi[c];
+      r[c] = v;
+      sum += v;
     }
-    const float s = 1.0f / std::sqrt(var / static_cast<float>(C) + kLayerNormEps);
-#pragma omp simd
-    for (int c = 0; c < C; c++) o[c] = (x[c] - m) * s * weight[c] + bias[c];
-    mean[i] = m;
-    rstd[i] = s;
+    normalize_row(out + static_cast<size_t>(i) * C, mean + i, rstd + i, r, weight, bias, sum, C);
   }
 }
 

@@ -22,6 +22,9 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
 void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                         const float* inp, const float* weight, const float* mean,
                         const float* rstd, int N, int C);
+// res += x, then layernorm_forward on res, one pass per row; bit-identical to the two calls.
+void residual_layernorm_forward(float* res, const float* x, float* out, float* mean, float* rstd,
+                                const float* weight, const float* bias, int N, int C);
 
 // ---- linear layers through cblas_sgemm (matmul.cpp) -------------------------------------------
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias,
