@@ -123,10 +123,13 @@ void KvDecoder::forward_chunk(const int32_t* tokens, int n, bool all_logits) {
   be_.upload(tokens_dev_, tokens, size_t(n) * sizeof(int32_t));
   // Positions pos0.. : the encoder adds wpe rows 0.., so hand it wpe from row pos0 on.
   be_.encoder_forward(x, tokens_dev_, w("wte"), w("wpe") + size_t(pos0) * C, 1, n, C);  // (n, C)
+  // Each block's closing residual add is fused into the layernorm that reads x next (the next
+  // block's ln1, or lnf), as in GPT2::forward.
+  if (L_ > 0) be_.layernorm_forward(act(ln_), act(mean_), act(rstd_), x, w(block_prefix(0) + "ln1.weight"),
+                                    w(block_prefix(0) + "ln1.bias"), n, C);
   for (int l = 0; l < L_; l++) {
     const std::string p = block_prefix(l);
-    // x += attn(ln1(x)), attending over the cache
-    be_.layernorm_forward(act(ln_), act(mean_), act(rstd_), x, w(p + "ln1.weight"), w(p + "ln1.bias"), n, C);
+    // x += attn(ln1(x)), attending over the cache (ln_ holds ln1(x))
     be_.matmul_forward(act(qkv_), act(ln_), w(p + "attn.qkv.weight"), w(p + "attn.qkv.bias"), n, C, 3 * C);  // (n, 3C)
     be_.download(qkv_host_.data(), act(qkv_), size_t(n) * 3 * C * sizeof(float));
     float* kc = k_cache_[l].data();
@@ -141,9 +144,10 @@ void KvDecoder::forward_chunk(const int32_t* tokens, int n, bool all_logits) {
     cached_attention(atty_host_.data(), qkv_host_.data(), kc, vc, pos0, n, max_T_, NH_, hs_);  // (n, C)
     be_.upload(act(atty_), atty_host_.data(), size_t(n) * C * sizeof(float));
     be_.matmul_forward(act(tmp_), act(atty_), w(p + "attn.proj.weight"), w(p + "attn.proj.bias"), n, C, C);
-    be_.accumulate(x, act(tmp_), size_t(n) * C);
+    // x += proj, then ln2(x)
+    be_.residual_layernorm_forward(x, act(tmp_), act(ln_), act(mean_), act(rstd_), w(p + "ln2.weight"),
+                                   w(p + "ln2.bias"), n, C);
     // x += ffn(ln2(x))
-    be_.layernorm_forward(act(ln_), act(mean_), act(rstd_), x, w(p + "ln2.weight"), w(p + "ln2.bias"), n, C);
     if (MoeLayer* moe = moe_[l].get()) {
       moe->forward(act(tmp_), act(ln_), 1, n, /*compete=*/false, nullptr);  // (n, C)
     } else {
@@ -151,9 +155,12 @@ void KvDecoder::forward_chunk(const int32_t* tokens, int n, bool all_logits) {
       be_.gelu_forward(act(fch_gelu_), act(fch_), size_t(n) * 4 * C);
       be_.matmul_forward(act(tmp_), act(fch_gelu_), w(p + "mlp.proj.weight"), w(p + "mlp.proj.bias"), n, 4 * C, C);
     }
-    be_.accumulate(x, act(tmp_), size_t(n) * C);
+    // x += ffn, then the next block's ln1(x) or lnf(x)
+    const std::string next = l + 1 < L_ ? block_prefix(l + 1) + "ln1." : std::string("lnf.");
+    be_.residual_layernorm_forward(x, act(tmp_), act(ln_), act(mean_), act(rstd_), w(next + "weight"),
+                                   w(next + "bias"), n, C);
   }
-  be_.layernorm_forward(act(ln_), act(mean_), act(rstd_), x, w("lnf.weight"), w("lnf.bias"), n, C);
+  if (L_ == 0) be_.layernorm_forward(act(ln_), act(mean_), act(rstd_), x, w("lnf.weight"), w("lnf.bias"), n, C);
   // LM head (tied to wte): every row, or only the last one when that is all the caller needs.
   const int rows = all_logits ? n : 1;
   const float* head_in = act(ln_) + size_t(n - rows) * C;
