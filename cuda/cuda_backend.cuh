@@ -31,6 +31,15 @@ inline constexpr bool kBf16ParamCopyVerified = false;
 // kBf16ParamCopyVerified, or COMPETELM_BF16_PARAM_COPY=1 in the environment.
 bool bf16_param_copy_requested();
 
+// The fused GEMM + GELU forward (matmul_gelu_forward through cuBLASLt's GELU_AUX_BIAS
+// epilogue, matmul.cu) has only run against the emulator's reference cuBLASLt, never on a GPU.
+// Until a GPU session has passed tests/gpu/test_cuda_epilogue.cpp and the model tests with
+// COMPETELM_GEMM_EPILOGUES=1 (scripts/gpu_check.sh runs them) the op takes the unfused path
+// (matmul_forward + gelu_forward) unless that variable is 1. Set to true then.
+inline constexpr bool kGemmEpilogueVerified = false;
+// kGemmEpilogueVerified, or COMPETELM_GEMM_EPILOGUES=1 in the environment.
+bool gemm_epilogues_requested();
+
 struct MatmulCache;  // cuBLASLt descriptors and algorithms per GEMM shape (matmul_cache.cuh)
 
 class CudaBackend final : public Backend {
@@ -96,6 +105,13 @@ class CudaBackend final : public Backend {
                       int OC) override;
   void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                        const float* weight, int N, int C, int OC) override;
+  // One cuBLASLt call with the GELU_AUX_BIAS epilogue (D = out, aux = pre) when switched on
+  // (gemm_epilogues_requested() at construction, or set_gemm_epilogues_enabled) and the shapes
+  // and pointers meet its requirements; else the unfused default.
+  void matmul_gelu_forward(float* pre, float* out, const float* inp, const float* weight, const float* bias, int N,
+                           int C, int OC) override;
+  void set_gemm_epilogues_enabled(bool on) { gemm_epilogues_enabled_ = on; }
+  bool gemm_epilogues_enabled() const { return gemm_epilogues_enabled_; }
 
   // ---- attention (flash: no T×T tensor) ----
   size_t attention_state_elements(int B, int NH, int T) const override;
@@ -190,9 +206,12 @@ class CudaBackend final : public Backend {
   // into packed bf16 scratch (round to nearest even), then multiplies on the tensor cores.
   // `tokens` names the dimension that is the token count (it varies step to step in MoE layers:
   // plans are bucketed by it, see matmul.cu).
+  // gelu_aux (needs bias): the GELU_AUX_BIAS epilogue, gelu_aux (m,n; ld ldd) = the
+  // pre-activation, D = gelu(gelu_aux); false (nothing enqueued) when cuBLASLt has no algorithm
+  // for it. Without gelu_aux it always returns true (no algorithm is an error).
   enum class GemmTokens { none, n, k };
-  void gemm(bool trans_a, bool trans_b, int m, int n, int k, const float* A, int lda, const float* B, int ldb,
-            float* D, int ldd, float beta, const float* bias, GemmTokens tokens);
+  bool gemm(bool trans_a, bool trans_b, int m, int n, int k, const float* A, int lda, const float* B, int ldb,
+            float* D, int ldd, float beta, const float* bias, GemmTokens tokens, float* gelu_aux = nullptr);
 
   int device_;
   cudaStream_t stream_ = nullptr;
@@ -212,6 +231,7 @@ class CudaBackend final : public Backend {
   size_t param_copy_capacity_ = 0;
   bool param_copy_valid_ = false;
   bool param_copy_enabled_ = bf16_param_copy_requested();
+  bool gemm_epilogues_enabled_ = gemm_epilogues_requested();
 };
 
 }  // namespace competelm::cuda

@@ -32,6 +32,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #include "cuda_backend.cuh"
 #include "cuda_common.cuh"
@@ -146,8 +148,15 @@ struct CallLayouts {
 
 }  // namespace
 
-void CudaBackend::gemm(bool trans_a, bool trans_b, int m, int n, int k, const float* A, int lda, const float* B,
-                       int ldb, float* D, int ldd, float beta, const float* bias, GemmTokens tokens) {
+bool gemm_epilogues_requested() {
+  if constexpr (kGemmEpilogueVerified) return true;
+  const char* env = std::getenv("COMPETELM_GEMM_EPILOGUES");
+  return env && std::strcmp(env, "1") == 0;
+}
+
+bool CudaBackend::gemm(bool trans_a, bool trans_b, int m, int n, int k, const float* A, int lda, const float* B,
+                       int ldb, float* D, int ldd, float beta, const float* bias, GemmTokens tokens, float* gelu_aux) {
+  if (gelu_aux && !bias) fail("cuda backend: the GELU_AUX_BIAS GEMM epilogue needs a bias");
   // Stored shapes (rows, cols) of A and B: op(A) is (m,k), op(B) is (k,n).
   const int a_rows = trans_a ? k : m, a_cols = trans_a ? m : k;
   const int b_rows = trans_b ? n : k, b_cols = trans_b ? k : n;
@@ -169,8 +178,10 @@ void CudaBackend::gemm(bool trans_a, bool trans_b, int m, int n, int k, const fl
   // depend on it: the token dimension is always a column count here).
   const int pn = tokens == GemmTokens::n ? token_bucket(n) : n;
   const int pk = tokens == GemmTokens::k ? token_bucket(k) : k;
-  const GemmKey key{trans_a, trans_b, m, pn, pk, lda, ldb, ldd, bias != nullptr, static_cast<int64_t>(precision_),
-                    alignment_of(a_data), alignment_of(b_data), alignment_of(D), bias ? alignment_of(bias) : 0};
+  const int64_t epilogue = gelu_aux ? 2 : bias ? 1 : 0;
+  const GemmKey key{trans_a, trans_b, m, pn, pk, lda, ldb, ldd, epilogue, static_cast<int64_t>(precision_),
+                    alignment_of(a_data), alignment_of(b_data), alignment_of(D), bias ? alignment_of(bias) : 0,
+                    gelu_aux ? alignment_of(gelu_aux) : 0};
   auto make_layouts = [&](int n_, int k_, cublasLtMatrixLayout_t& a, cublasLtMatrixLayout_t& b,
                           cublasLtMatrixLayout_t& d) {
     CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&a, operand, trans_a ? k_ : m, trans_a ? m : k_, lda));
@@ -188,9 +199,14 @@ void CudaBackend::gemm(bool trans_a, bool trans_b, int m, int n, int k, const fl
       set_desc(plan.desc, CUBLASLT_MATMUL_DESC_TRANSA, int32_t(trans_a ? CUBLAS_OP_T : CUBLAS_OP_N));
       set_desc(plan.desc, CUBLASLT_MATMUL_DESC_TRANSB, int32_t(trans_b ? CUBLAS_OP_T : CUBLAS_OP_N));
       if (bias) {
-        set_desc(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, uint32_t(CUBLASLT_EPILOGUE_BIAS));
+        set_desc(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE,
+                 uint32_t(gelu_aux ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_BIAS));
         set_desc(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, int32_t(CUDA_R_32F));
         set_desc(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<const void*>(bias));
+      }
+      if (gelu_aux) {  // the pre-activation, laid out as D (aux data type default: D's, fp32)
+        set_desc(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, static_cast<void*>(gelu_aux));
+        set_desc(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, int64_t(ldd));
       }
       make_layouts(pn, pk, plan.a, plan.b, plan.d);
       CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
@@ -203,11 +219,18 @@ void CudaBackend::gemm(bool trans_a, bool trans_b, int m, int n, int k, const fl
       int found = 0;
       CUBLAS_CHECK(
           cublasLtMatmulAlgoGetHeuristic(lt_, plan.desc, plan.a, plan.b, plan.d, plan.d, pref, 1, &result, &found));
+      if (found == 0 && gelu_aux) {  // remembered, so the caller's fallback skips the query next time
+        cublasLtMatmulPreferenceDestroy(pref);
+        MatmulCache::destroy(plan);
+        plan.found = false;
+        matmul_cache_->plans.emplace(key, plan);
+        return false;
+      }
       if (found == 0)
         fail("cuda backend: cuBLASLt has no {} algorithm for the GEMM m={} n={} k={} (trans {}{}, ld {} {} {}, "
-             "bias {})",
+             "epilogue {})",
              precision_name(precision_), m, pn, pk, trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', lda, ldb, ldd,
-             bias != nullptr);
+             epilogue);
       plan.algo = result.algo;
       cublasLtMatmulPreferenceDestroy(pref);
     } catch (...) {
@@ -218,8 +241,10 @@ void CudaBackend::gemm(bool trans_a, bool trans_b, int m, int n, int k, const fl
     it = matmul_cache_->plans.emplace(key, plan).first;
   }
   const GemmPlan& plan = it->second;
-  // The bias pointer lives in the descriptor: point it at this call's bias (same alignment).
+  if (!plan.found) return false;
+  // The bias and aux pointers live in the descriptor: point them at this call's (same alignment).
   if (bias) set_desc(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<const void*>(bias));
+  if (gelu_aux) set_desc(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, static_cast<void*>(gelu_aux));
   CallLayouts exact;  // this call's own layouts when its shape is below the bucket's
   cublasLtMatrixLayout_t la = plan.a, lb = plan.b, ld = plan.d;
   if (pn != n || pk != k) {
@@ -229,6 +254,7 @@ void CudaBackend::gemm(bool trans_a, bool trans_b, int m, int n, int k, const fl
   const float alpha = 1.0f;
   CUBLAS_CHECK(cublasLtMatmul(lt_, plan.desc, &alpha, a_data, la, b_data, lb, &beta, D, ld, D, ld, &plan.algo,
                               lt_workspace_, lt_workspace_bytes_, stream_));
+  return true;
 }
 
 void CudaBackend::matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int N, int C,
@@ -247,6 +273,22 @@ void CudaBackend::matmul_forward(float* out, const float* inp, const float* weig
     return;
   }
   gemm(true, false, OC, N, C, weight, C, inp, C, out, OC, 0.0f, epilogue_bias ? bias : nullptr, GemmTokens::n);
+}
+
+// out = gelu(pre), pre = inp·Wᵀ + bias in one GEMM: D = out and the epilogue's aux matrix =
+// pre, both (OC,N) column-major with ld OC (the layout of the forward above). cuBLASLt's GELU
+// is the tanh approximation GPT-2 uses. Requirements, else the unfused default: the switch
+// (kGemmEpilogueVerified / COMPETELM_GEMM_EPILOGUES / set_gemm_epilogues_enabled); a bias,
+// 16-byte aligned like the plain bias epilogue above; an inner dimension (C > 0); aux ld = OC a
+// multiple of 8 (cuBLASLt's rule for the GELU input matrix); pre 16-byte aligned; and an
+// algorithm for the configuration (gemm returns false when there is none).
+void CudaBackend::matmul_gelu_forward(float* pre, float* out, const float* inp, const float* weight,
+                                      const float* bias, int N, int C, int OC) {
+  if (N == 0 || OC == 0) return;
+  const bool fusable = gemm_epilogues_enabled_ && C > 0 && bias && alignment_of(bias) >= 16 && OC % 8 == 0 &&
+                       alignment_of(pre) >= 16;
+  if (fusable && gemm(true, false, OC, N, C, weight, C, inp, C, out, OC, 0.0f, bias, GemmTokens::n, pre)) return;
+  Backend::matmul_gelu_forward(pre, out, inp, weight, bias, N, C, OC);
 }
 
 void CudaBackend::matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,

@@ -10,11 +10,13 @@
 
 namespace competelm::cuda {
 
-// (trans_a, trans_b, m, n, k, lda, ldb, ldd, has_bias, precision, align A, B, D, bias): the pointer
-// alignments are part of the key because cuBLASLt picks kernels by them.
-using GemmKey = std::array<int64_t, 14>;
+// (trans_a, trans_b, m, n, k, lda, ldb, ldd, epilogue, precision, align A, B, D, bias, aux): the
+// pointer alignments are part of the key because cuBLASLt picks kernels by them; epilogue is
+// 0 none, 1 bias, 2 GELU_AUX_BIAS (the aux alignment is 0 without it).
+using GemmKey = std::array<int64_t, 15>;
 
 struct GemmPlan {
+  bool found = true;  // false: cuBLASLt has no algorithm for this (epilogue) configuration
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
   cublasLtMatmulAlgo_t algo{};

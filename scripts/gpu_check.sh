@@ -91,6 +91,18 @@ else
   grep -E "All tests passed|test cases" "$OUT_DIR/bf16_param_copy.log" | tail -n 1 | sed "s/^/bf16_param_copy: /" >>"$SUMMARY"
 fi
 
+# The fused GEMM + GELU epilogue (cuBLASLt GELU_AUX_BIAS; off unless COMPETELM_GEMM_EPILOGUES=1
+# until it is verified here, docs/cuda.md): its own tests, the model gradient tests and the bf16
+# tests (training and bit-for-bit resume included) once more with it on. GPU_CHECK_EPILOGUES=0
+# skips it.
+if [ "${GPU_CHECK_TESTS:-1}" = 0 ] || [ "${GPU_CHECK_EPILOGUES:-1}" = 0 ]; then
+  echo "gemm_epilogues: skipped" >>"$SUMMARY"
+else
+  run_step gemm_epilogues env COMPETELM_GEMM_EPILOGUES=1 timeout 600 "$BUILD_DIR/bin/competelm-gpu-tests" \
+    "[epilogue],[cuda][model],[cuda][bf16]"
+  grep -E "All tests passed|test cases" "$OUT_DIR/gemm_epilogues.log" | tail -n 1 | sed "s/^/gemm_epilogues: /" >>"$SUMMARY"
+fi
+
 # Throughput on the GPU: GPT-2 124M dense and the 124M-active MoE with each router, B=16, T=1024.
 BENCH="$BUILD_DIR/bin/competelm-bench"
 BENCH_ARGS=(--device cuda --set train.micro_batch=16 --set model.seq_len=1024 --steps ${BENCH_STEPS:-3} --warmup 1)

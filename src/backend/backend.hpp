@@ -96,6 +96,15 @@ class Backend {
                                float* dbias /*(OC) or null*/, const float* dout /*(N,OC)*/,
                                const float* inp /*(N,C)*/, const float* weight /*(OC,C)*/,
                                int N, int C, int OC) = 0;
+  // The first layer of an MLP: pre = inp · weightᵀ (+ bias), out = gelu(pre), exactly
+  // matmul_forward then gelu_forward (pre is kept: gelu_backward needs it). The default is
+  // those two calls; a backend may fuse the GELU into the GEMM's epilogue.
+  virtual void matmul_gelu_forward(float* pre /*(N,OC)*/, float* out /*(N,OC)*/, const float* inp /*(N,C)*/,
+                                   const float* weight /*(OC,C)*/, const float* bias /*(OC) or null*/, int N,
+                                   int C, int OC) {
+    matmul_forward(pre, inp, weight, bias, N, C, OC);
+    gelu_forward(out, pre, static_cast<size_t>(N) * static_cast<size_t>(OC));
+  }
 
   // ---- causal self-attention ---------------------------------------------------------------
   // Elements of the per-layer state the attention forward keeps for its backward (`att`

@@ -277,9 +277,8 @@ float GPT2::forward(const int32_t* tokens, const int32_t* targets, int B, int T)
       moe->forward(act(a.residual3[l]), act(a.ln2[l]), B, T, compete_next_[m], &moe_stats_[m]);  // (B, T, C)
       aux += moe_stats_[m].aux_loss;
     } else {
-      be_.matmul_forward(act(a.fch[l]), act(a.ln2[l]), w(p + "mlp.fc.weight"),
-                         w(p + "mlp.fc.bias"), N, C, 4 * C);                           // (B, T, 4C)
-      be_.gelu_forward(act(a.fch_gelu[l]), act(a.fch[l]), size_t(N) * 4 * C);         // (B, T, 4C)
+      be_.matmul_gelu_forward(act(a.fch[l]), act(a.fch_gelu[l]), act(a.ln2[l]), w(p + "mlp.fc.weight"),
+                              w(p + "mlp.fc.bias"), N, C, 4 * C);                      // (B, T, 4C) x2
       be_.matmul_forward(act(a.residual3[l]), act(a.fch_gelu[l]), w(p + "mlp.proj.weight"),
                          w(p + "mlp.proj.bias"), N, 4 * C, C);                         // (B, T, C)
     }

@@ -96,8 +96,7 @@ struct FfnWeights {
 // h = fc(x) (n,H), a = gelu(h), o = proj(a) (n,C) for n rows of x.
 void ffn_forward(Backend& be, const FfnWeights& w, float* h, float* a, float* o, const float* x, int n, int C,
                  int H) {
-  be.matmul_forward(h, x, w.fc_w, w.fc_b, n, C, H);
-  be.gelu_forward(a, h, size_t(n) * H);
+  be.matmul_gelu_forward(h, a, x, w.fc_w, w.fc_b, n, C, H);  // h and a = gelu(h)
   be.matmul_forward(o, a, w.proj_w, w.proj_b, n, H, C);
 }
 

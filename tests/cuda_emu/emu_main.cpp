@@ -278,6 +278,50 @@ int main(int argc, char** argv) {
     h.check("  dweight", d.down(dw, dw0.size()), dw_ref, 1e-5);
   }
   be.set_precision(competelm::Precision::fp32);
+  // ---- matmul + GELU (GELU_AUX_BIAS epilogue, switched on here) vs CPU matmul + gelu ----
+  // `fused`: the shape and pointers meet the epilogue's requirements (bias 16-byte aligned,
+  // OC % 8 == 0), so exactly one emulated GELU_AUX_BIAS GEMM must run; else the unfused path.
+  be.set_gemm_epilogues_enabled(true);
+  for (const auto prec : {competelm::Precision::fp32, competelm::Precision::bf16}) {
+    be.set_precision(prec);
+    const bool bf16 = prec == competelm::Precision::bf16;
+    for (auto [N, C, OC, bias_off] : std::vector<std::array<int, 4>>{
+             {1, 16, 24, 0}, {37, 33, 64, 0}, {5, 20, 33, 0}, {9, 16, 40, 1}, {0, 16, 24, 0}, {12, 40, 8, 0}}) {
+      const bool fused = N > 0 && OC % 8 == 0 && bias_off == 0;
+      auto x = bf16 ? bf16_exact(size_t(N) * C) : h.randv(size_t(N) * C);
+      auto w = bf16 ? bf16_exact(size_t(OC) * C) : h.randv(size_t(OC) * C);
+      auto b = h.randv(OC + 1);
+      V pre_ref(size_t(N) * OC), out_ref(size_t(N) * OC);
+      cpu::matmul_forward(pre_ref.data(), x.data(), w.data(), b.data() + bias_off, N, C, OC);
+      cpu::gelu_forward(out_ref.data(), pre_ref.data(), pre_ref.size());
+      float *px = d.up(x), *pw = d.up(w), *pb = d.up(b) + bias_off;
+      float* pre = d.up(h.randv(pre_ref.size() + 1));
+      float* out = d.up(h.randv(out_ref.size() + 1));
+      const long calls = emu::g_lt_gelu_calls;
+      be.matmul_gelu_forward(pre, out, px, pw, pb, N, C, OC);
+      const bool took = emu::g_lt_gelu_calls == calls + 1;
+      std::snprintf(name, sizeof name, "matmul_gelu_forward %s N=%d C=%d OC=%d bias+%d %s", bf16 ? "bf16" : "fp32", N,
+                    C, OC, bias_off, fused ? "fused" : "unfused");
+      h.check(name, d.down(pre, pre_ref.size()), pre_ref, 1e-5);
+      h.check("  out = gelu(pre)", d.down(out, out_ref.size()), out_ref, 1e-5);
+      const bool path_ok = took == fused && emu::g_lt_gelu_calls <= calls + 1;
+      h.failures += !path_ok;
+      std::printf("%-52s %s\n", "  epilogue used exactly when it may be", path_ok ? "ok" : "FAIL");
+    }
+  }
+  {  // the switch off: never the epilogue
+    be.set_gemm_epilogues_enabled(false);
+    const int N = 4, C = 8, OC = 16;
+    auto x = h.randv(size_t(N) * C), w = h.randv(size_t(OC) * C), b = h.randv(OC);
+    float *pre = d.up(V(size_t(N) * OC)), *out = d.up(V(size_t(N) * OC));
+    const long calls = emu::g_lt_gelu_calls;
+    be.matmul_gelu_forward(pre, out, d.up(x), d.up(w), d.up(b), N, C, OC);
+    const bool ok = emu::g_lt_gelu_calls == calls;
+    h.failures += !ok;
+    std::printf("%-52s %s\n", "matmul_gelu_forward switched off: unfused", ok ? "ok" : "FAIL");
+  }
+  be.set_gemm_epilogues_enabled(cuda::gemm_epilogues_requested());
+  be.set_precision(competelm::Precision::fp32);
   // ---- grid-stride loop past the grid cap ----
   // The elementwise wrappers cap the grid at 2^16 blocks of 256 threads (grid_for in
   // pointwise.cu), so only n > 2^24 takes the loop's second trip. One case, for the cheapest op;

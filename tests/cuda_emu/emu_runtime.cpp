@@ -1,6 +1,7 @@
 // Host implementation of the emulated CUDA runtime and cuBLASLt declared in shim/. The
 // emulator's state is global because CUDA's is (threadIdx, blockIdx, the current launch).
 #include "cublasLt.h"
+#include <cmath>
 #include <semaphore>
 #include <map>
 #include <string>
@@ -12,6 +13,7 @@ std::barrier<>* g_bar;
 std::vector<Warp>* g_warps;
 std::atomic<long> g_errors{0};
 size_t g_malloc_count = 0;
+long g_lt_gelu_calls = 0;
 bool g_serial = false;
 unsigned char* g_dyn_smem = nullptr;
 std::mutex g_atomic;
@@ -113,7 +115,8 @@ const char* cudaGetErrorString(cudaError_t) { return "emu"; }
 
 // ---- cuBLASLt ----
 struct EmuLtHandle { int x; };
-struct EmuLtDesc { cublasComputeType_t ct; int32_t ta = CUBLAS_OP_N, tb = CUBLAS_OP_N; uint32_t epi = CUBLASLT_EPILOGUE_DEFAULT; const float* bias = nullptr; int32_t bias_type = -1; };
+struct EmuLtDesc { cublasComputeType_t ct; int32_t ta = CUBLAS_OP_N, tb = CUBLAS_OP_N; uint32_t epi = CUBLASLT_EPILOGUE_DEFAULT; const float* bias = nullptr; int32_t bias_type = -1;
+  float* aux = nullptr; int64_t aux_ld = 0; };
 struct EmuLtLayout { uint64_t rows, cols; int64_t ld; cudaDataType type; };
 struct EmuLtPref { uint64_t ws = 0; uint32_t al[4] = {256, 256, 256, 256}; };
 static EmuLtHandle g_lt;
@@ -124,7 +127,8 @@ cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t* d, cublasComputeTy
   *d = new EmuLtDesc{ct}; return CUBLAS_STATUS_SUCCESS; }
 cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t d) { delete d; return CUBLAS_STATUS_SUCCESS; }
 // Documented attribute types: TRANSA/TRANSB int32_t (cublasOperation_t), EPILOGUE uint32_t,
-// BIAS_POINTER void*, BIAS_DATA_TYPE int32_t (cudaDataType).
+// BIAS_POINTER void*, BIAS_DATA_TYPE int32_t (cudaDataType), EPILOGUE_AUX_POINTER void*,
+// EPILOGUE_AUX_LD int64_t.
 cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t a, const void* v, size_t n) {
   auto need = [&](size_t s) { if (n != s) { emu::fail("desc attribute size mismatch"); return false; } return true; };
   switch (a) {
@@ -133,6 +137,8 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMa
     case CUBLASLT_MATMUL_DESC_EPILOGUE: if (need(4)) std::memcpy(&d->epi, v, 4); break;
     case CUBLASLT_MATMUL_DESC_BIAS_POINTER: if (need(sizeof(void*))) std::memcpy(&d->bias, v, sizeof(void*)); break;
     case CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE: if (need(4)) std::memcpy(&d->bias_type, v, 4); break;
+    case CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER: if (need(sizeof(void*))) std::memcpy(&d->aux, v, sizeof(void*)); break;
+    case CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD: if (need(8)) std::memcpy(&d->aux_ld, v, 8); break;
     default: emu::fail("unemulated desc attribute");
   }
   return CUBLAS_STATUS_SUCCESS;
@@ -183,7 +189,14 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const vo
   const uint64_t m = d->ta == CUBLAS_OP_N ? la->rows : la->cols, k = d->ta == CUBLAS_OP_N ? la->cols : la->rows;
   const uint64_t kb = d->tb == CUBLAS_OP_N ? lb->rows : lb->cols, n = d->tb == CUBLAS_OP_N ? lb->cols : lb->rows;
   if (kb != k || ld->rows != m || ld->cols != n || lc->rows != m || lc->cols != n) { emu::fail("matmul shape mismatch"); return CUBLAS_STATUS_INVALID_VALUE; }
-  if (d->epi == CUBLASLT_EPILOGUE_BIAS && (!d->bias || d->bias_type != CUDA_R_32F)) emu::fail("bias epilogue without bias pointer/type");
+  if (d->epi != CUBLASLT_EPILOGUE_DEFAULT && d->epi != CUBLASLT_EPILOGUE_BIAS && d->epi != CUBLASLT_EPILOGUE_GELU_AUX_BIAS) emu::fail("unemulated epilogue");
+  const bool has_bias = d->epi == CUBLASLT_EPILOGUE_BIAS || d->epi == CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
+  const bool gelu = d->epi == CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
+  if (has_bias && (!d->bias || d->bias_type != CUDA_R_32F)) emu::fail("bias epilogue without bias pointer/type");
+  // Docs: the GELU input matrix's ld must be divisible by 8 and >= the rows of D.
+  if (gelu && (!d->aux || d->aux_ld < int64_t(m) || d->aux_ld % 8 != 0)) emu::fail("GELU_AUX_BIAS without aux pointer / valid aux ld");
+  // Not documented: the backend promises 16-byte aux alignment (as for the bias); hold it to it.
+  if (gelu && !aligned(d->aux, 16)) emu::fail("GELU aux pointer less than 16-byte aligned");
   auto a = [&](uint64_t i, uint64_t j) { return element(A_, la->type, d->ta == CUBLAS_OP_N ? i + j * la->ld : j + i * la->ld); };
   auto b = [&](uint64_t i, uint64_t j) { return element(B_, lb->type, d->tb == CUBLAS_OP_N ? i + j * lb->ld : j + i * lb->ld); };
   std::vector<float> out(m * n);
@@ -192,9 +205,18 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const vo
       double s = 0; for (uint64_t p = 0; p < k; ++p) s += double(a(i, p)) * b(p, j);
       double v = alpha * s;
       if (beta != 0.0f) v += double(beta) * C[i + j * lc->ld];  // beta == 0: C is not read (may be NaN)
-      if (d->epi == CUBLASLT_EPILOGUE_BIAS) v += d->bias[i];  // bias: one per row of D
+      if (has_bias) v += d->bias[i];  // bias: one per row of D
       out[i + j * m] = float(v);
     }
+  if (gelu) ++emu::g_lt_gelu_calls;
+  if (gelu)  // aux = the pre-activation, D = its tanh-approximation GELU (as GPT-2's)
+    for (uint64_t j = 0; j < n; ++j)
+      for (uint64_t i = 0; i < m; ++i) {
+        const float x = out[i + j * m];
+        d->aux[i + j * uint64_t(d->aux_ld)] = x;
+        const double xd = x;
+        out[i + j * m] = float(0.5 * xd * (1.0 + std::tanh(0.7978845608028654 * (xd + 0.044715 * xd * xd * xd))));
+      }
   for (uint64_t j = 0; j < n; ++j) for (uint64_t i = 0; i < m; ++i) D[i + j * ld->ld] = out[i + j * m];
   return CUBLAS_STATUS_SUCCESS;
 }

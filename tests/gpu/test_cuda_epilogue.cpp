@@ -1,0 +1,118 @@
+// The fused GEMM + GELU forward (CudaBackend::matmul_gelu_forward: cuBLASLt's GELU_AUX_BIAS
+// epilogue, D = gelu(pre), aux = pre) on real cuBLASLt, against the CPU oracle (matmul_forward
+// then gelu_forward) and against the unfused CUDA path. The epilogue is switched on per backend
+// here (set_gemm_epilogues_enabled), whatever COMPETELM_GEMM_EPILOGUES says.
+//
+// Pre-activations span about ±10 (weights scaled by 3/√C), so the check also tells whether
+// cuBLASLt's GELU is GPT-2's tanh approximation: the erf GELU differs from it by up to ~1e-3
+// around |x| ≈ 2, far above the tolerances. Tolerances (|cuda − ref| ≤ atol + rtol·|ref|):
+// fp32 1e-4 / 1e-4 (accumulation order, as the plain matmul tests); bf16 on bf16-exact operands
+// 1e-4 / 1e-4 (the products are exact); tf32 1e-2 / 2e-2 (as the plain TF32 test).
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "gpu_compare.hpp"
+#ifdef COMPETELM_HAVE_CUDA
+#include "cuda_backend.cuh"
+
+using namespace competelm;
+using namespace competelm::gpu_testing;
+
+namespace {
+
+// randn rounded to bf16 (nearest even): a bf16 GEMM on these multiplies exactly.
+std::vector<float> bf16_exact(std::vector<float> v) {
+  for (float& x : v) {
+    uint32_t u;
+    std::memcpy(&u, &x, 4);
+    u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+    std::memcpy(&x, &u, 4);
+  }
+  return v;
+}
+
+bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+}
+
+void check_gelu_gemm(int N, int C, int OC, Precision prec, double rtol, double atol, uint64_t seed) {
+  CAPTURE(N, C, OC, precision_name(prec));
+  Pair p;
+  auto& cu = dynamic_cast<cuda::CudaBackend&>(*p.cuda);
+  p.cuda->set_precision(prec);
+  const size_t n_out = size_t(N) * OC;
+  auto xs = randn(size_t(N) * C, seed), ws = randn(size_t(OC) * C, seed + 1, 3.0f / std::sqrt(float(C)));
+  if (prec == Precision::bf16) xs = bf16_exact(xs), ws = bf16_exact(ws);
+  Twin<float> x(p, xs), w(p, ws), b(p, randn(size_t(OC), seed + 2));
+  // Outputs start as garbage, so a path that skips writing an element is caught.
+  Twin<float> pre(p, randn(n_out, seed + 3)), out(p, randn(n_out, seed + 4));
+  Twin<float> pre2(p, randn(n_out, seed + 5)), out2(p, randn(n_out, seed + 6));
+
+  p.cpu->matmul_gelu_forward(pre.cpu, out.cpu, x.cpu, w.cpu, b.cpu, N, C, OC);
+  cu.set_gemm_epilogues_enabled(true);
+  p.cuda->matmul_gelu_forward(pre.cuda, out.cuda, x.cuda, w.cuda, b.cuda, N, C, OC);
+  require_close(pre, rtol, atol, "pre (fused) vs cpu");
+  require_close(out, rtol, atol, "out = gelu(pre) (fused) vs cpu");
+  const auto fused_pre = pre.host_cuda(), fused_out = out.host_cuda();
+
+  // Deterministic: the same call again gives the same bits.
+  p.cuda->matmul_gelu_forward(pre2.cuda, out2.cuda, x.cuda, w.cuda, b.cuda, N, C, OC);
+  CHECK(bitwise_equal(pre2.host_cuda(), fused_pre));
+  CHECK(bitwise_equal(out2.host_cuda(), fused_out));
+
+  // The unfused path (matmul_forward + gelu_forward) agrees; where the epilogue cannot be used
+  // (OC not a multiple of 8) both calls took it, so the bits agree too.
+  cu.set_gemm_epilogues_enabled(false);
+  p.cuda->matmul_gelu_forward(pre2.cuda, out2.cuda, x.cuda, w.cuda, b.cuda, N, C, OC);
+  require_close(pre2.host_cuda(), fused_pre, rtol, atol, "pre: unfused vs fused");
+  require_close(out2.host_cuda(), fused_out, rtol, atol, "out: unfused vs fused");
+  if (OC % 8 != 0) {
+    CHECK(bitwise_equal(pre2.host_cuda(), fused_pre));
+    CHECK(bitwise_equal(out2.host_cuda(), fused_out));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("cuda matmul_gelu_forward (GELU_AUX_BIAS epilogue) matches the CPU and the unfused path, fp32",
+          "[cuda][matmul][epilogue]") {
+  uint64_t seed = 100;
+  for (const int N : {1, 64, 1000})
+    for (const int OC : {33, 768, 3072}) check_gelu_gemm(N, 768, OC, Precision::fp32, 1e-4, 1e-4, seed += 10);
+  check_gelu_gemm(17, 33, 40, Precision::fp32, 1e-4, 1e-4, 500);  // odd inner dimension
+}
+
+TEST_CASE("cuda matmul_gelu_forward (GELU_AUX_BIAS epilogue) on bf16-exact operands matches the CPU, bf16",
+          "[cuda][matmul][epilogue][bf16]") {
+  uint64_t seed = 200;
+  for (const int N : {1, 64, 1000})
+    for (const int OC : {33, 768, 3072}) check_gelu_gemm(N, 768, OC, Precision::bf16, 1e-4, 1e-4, seed += 10);
+}
+
+TEST_CASE("cuda matmul_gelu_forward (GELU_AUX_BIAS epilogue) stays within TF32 accuracy", "[cuda][matmul][epilogue]") {
+  check_gelu_gemm(64, 768, 768, Precision::tf32, 1e-2, 2e-2, 300);
+}
+
+TEST_CASE("cuda matmul_gelu_forward: no tokens is a no-op; a misaligned bias falls back", "[cuda][matmul][epilogue]") {
+  Pair p;
+  auto& cu = dynamic_cast<cuda::CudaBackend&>(*p.cuda);
+  cu.set_gemm_epilogues_enabled(true);
+  const int N = 5, C = 16, OC = 24;
+  Twin<float> x(p, randn(size_t(N) * C, 1)), w(p, randn(size_t(OC) * C, 2)), b(p, randn(size_t(OC) + 1, 3));
+  Twin<float> pre(p, randn(size_t(N) * OC, 4)), out(p, randn(size_t(N) * OC, 5));
+  const auto pre0 = pre.host_cuda(), out0 = out.host_cuda();
+  p.cuda->matmul_gelu_forward(pre.cuda, out.cuda, x.cuda, w.cuda, b.cuda, 0, C, OC);
+  CHECK(bitwise_equal(pre.host_cuda(), pre0));
+  CHECK(bitwise_equal(out.host_cuda(), out0));
+  // bias + 1 float: 4-byte aligned, so the unfused path with the broadcast bias.
+  p.cpu->matmul_gelu_forward(pre.cpu, out.cpu, x.cpu, w.cpu, b.cpu + 1, N, C, OC);
+  p.cuda->matmul_gelu_forward(pre.cuda, out.cuda, x.cuda, w.cuda, b.cuda + 1, N, C, OC);
+  require_close(pre, 1e-5, 1e-5, "pre, misaligned bias");
+  require_close(out, 1e-5, 1e-5, "out, misaligned bias");
+}
+
+#endif  // COMPETELM_HAVE_CUDA
