@@ -151,8 +151,8 @@ void KvDecoder::forward_chunk(const int32_t* tokens, int n, bool all_logits) {
     if (MoeLayer* moe = moe_[l].get()) {
       moe->forward(act(tmp_), act(ln_), 1, n, /*compete=*/false, nullptr);  // (n, C)
     } else {
-      be_.matmul_forward(act(fch_), act(ln_), w(p + "mlp.fc.weight"), w(p + "mlp.fc.bias"), n, C, 4 * C);
-      be_.gelu_forward(act(fch_gelu_), act(fch_), size_t(n) * 4 * C);
+      be_.matmul_gelu_forward(act(fch_), act(fch_gelu_), act(ln_), w(p + "mlp.fc.weight"), w(p + "mlp.fc.bias"), n,
+                              C, 4 * C);  // (n, 4C) both
       be_.matmul_forward(act(tmp_), act(fch_gelu_), w(p + "mlp.proj.weight"), w(p + "mlp.proj.bias"), n, 4 * C, C);
     }
     // x += ffn, then the next block's ln1(x) or lnf(x)
