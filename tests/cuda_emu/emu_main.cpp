@@ -13,6 +13,7 @@
 #include "backend/cpu/ops.hpp"
 #include "cuda_backend.cuh"
 #include "cuda_bf16.h"
+#include "emu_dev.hpp"
 
 using namespace competelm;
 using V = std::vector<float>;
@@ -54,20 +55,7 @@ struct Harness {
   }
 };
 
-// Host <-> device copies through the backend under test.
-struct Dev {
-  cuda::CudaBackend& be;
-  template <class T> T* up(const std::vector<T>& v) {
-    T* p = static_cast<T*>(be.alloc(v.size() * sizeof(T)));
-    be.upload(p, v.data(), v.size() * sizeof(T));
-    return p;
-  }
-  template <class T> std::vector<T> down(const T* p, size_t n) {
-    std::vector<T> v(n);
-    be.download(v.data(), p, n * sizeof(T));
-    return v;
-  }
-};
+using emutest::Dev;
 
 }  // namespace
 

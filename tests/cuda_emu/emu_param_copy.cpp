@@ -15,6 +15,7 @@
 #include "backend/cpu/ops.hpp"
 #include "cuda_backend.cuh"
 #include "cuda_bf16.h"
+#include "emu_dev.hpp"
 
 using namespace competelm;
 using V = std::vector<float>;
@@ -44,23 +45,11 @@ uint32_t float_bits(float f) {
 float rne(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
 bool same_bits(const V& a, const V& b) { return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0; }
 
-struct Dev {
-  cuda::CudaBackend& be;
-  template <class T> T* up(const std::vector<T>& v) {
-    T* p = static_cast<T*>(be.alloc(v.size() * sizeof(T)));
-    be.upload(p, v.data(), v.size() * sizeof(T));
-    return p;
-  }
-  template <class T> std::vector<T> down(const T* p, size_t n) {
-    std::vector<T> v(n);
-    be.download(v.data(), p, n * sizeof(T));
-    return v;
-  }
-  Bits copy(size_t n) { return down(static_cast<const uint16_t*>(be.param_copy()), n); }
-};
+// The bound parameter copy's first n bf16 values, as bits.
+Bits copy_bits(emutest::Dev& d, size_t n) { return d.down(static_cast<const uint16_t*>(d.be.param_copy()), n); }
 
 // ---- the rounding kernel ----
-void check_rounding(Tally& t, cuda::CudaBackend& be, Dev& d) {
+void check_rounding(Tally& t, cuda::CudaBackend& be, emutest::Dev& d) {
   using R = cuda::CudaBackend::ParamRounding;
   std::mt19937 rng(5);
   std::normal_distribution<float> nd(0, 1);
@@ -77,7 +66,7 @@ void check_rounding(Tally& t, cuda::CudaBackend& be, Dev& d) {
   float* p = d.up(x);
   be.set_param_buffer(p, n);
   be.write_param_copy(7, 3, R::stochastic);
-  const Bits a = d.copy(n);
+  const Bits a = copy_bits(d, n);
   bool neighbours = true, exact = true, nan_ok = true;
   size_t inexact = 0;
   for (size_t i = 0; i < n; ++i) {
@@ -98,21 +87,21 @@ void check_rounding(Tally& t, cuda::CudaBackend& be, Dev& d) {
   t.expect(exact, "SR: bf16-exact values (zeros, ±inf included) stay exact");
   t.expect(nan_ok, "SR: NaN stays NaN");
   be.write_param_copy(7, 3, R::stochastic);
-  t.expect(d.copy(n) == a, "SR: same (seed, step) gives identical bits");
+  t.expect(copy_bits(d, n) == a, "SR: same (seed, step) gives identical bits");
   auto differing = [&](const Bits& b) {
     size_t k = 0;
     for (size_t i = 0; i < n; ++i) k += a[i] != b[i];
     return k;
   };
   be.write_param_copy(7, 4, R::stochastic);
-  const size_t by_step = differing(d.copy(n));
+  const size_t by_step = differing(copy_bits(d, n));
   be.write_param_copy(8, 3, R::stochastic);
-  const size_t by_seed = differing(d.copy(n));
+  const size_t by_seed = differing(copy_bits(d, n));
   char msg[160];
   std::snprintf(msg, sizeof msg, "SR: another step / seed changes %zu / %zu of %zu inexact", by_step, by_seed, inexact);
   t.expect(by_step > inexact / 6 && by_seed > inexact / 6, msg);
   be.write_param_copy(7, 3, R::nearest);
-  const Bits near = d.copy(n);
+  const Bits near = copy_bits(d, n);
   bool rne_ok = true;
   for (size_t i = 0; i < n; ++i)
     if (!std::isnan(x[i])) rne_ok &= near[i] == __float2bfloat16_rn(x[i]).bits;
@@ -132,7 +121,7 @@ void check_rounding(Tally& t, cuda::CudaBackend& be, Dev& d) {
   std::vector<double> sum(2 * std::size(fracs), 0.0);
   for (int step = 0; step < steps; ++step) {
     be.write_param_copy(11, uint64_t(step), R::stochastic);
-    const Bits b = d.copy(y.size());
+    const Bits b = copy_bits(d, y.size());
     for (size_t i = 0; i < y.size(); ++i) sum[i / per] += bits_to_float(b[i]);
   }
   for (size_t v = 0; v < sum.size(); ++v) {
@@ -154,7 +143,7 @@ struct Shape {
   int N, C, OC, offset;  // offset: the weight's element offset in the parameter buffer
 };
 
-void check_matmul(Tally& t, cuda::CudaBackend& be, Dev& d, const Shape& s, std::mt19937& rng) {
+void check_matmul(Tally& t, cuda::CudaBackend& be, emutest::Dev& d, const Shape& s, std::mt19937& rng) {
   const auto [N, C, OC, off] = s;
   std::normal_distribution<float> nd(0, 1);
   auto randv = [&](size_t n) {
@@ -216,7 +205,7 @@ void check_matmul(Tally& t, cuda::CudaBackend& be, Dev& d, const Shape& s, std::
   // (exact up to summation order), against the CPU in fp32 (bf16 accuracy), and not the per-call result.
   be.refresh_param_copy(42, 7);
   const Result sr = run();
-  const Bits cb = d.copy(n_params);
+  const Bits cb = copy_bits(d, n_params);
   V w_sr(size_t(OC) * C), x_r(x.size()), dout_r(dout.size());
   for (size_t i = 0; i < w_sr.size(); ++i) w_sr[i] = aligned ? bits_to_float(cb[off + i]) : rne(params[off + i]);
   for (size_t i = 0; i < x.size(); ++i) x_r[i] = rne(x[i]);
@@ -318,7 +307,7 @@ int run_param_copy_checks() {
     const bool want = cuda::kBf16ParamCopyVerified || (env && std::string(env) == "1");
     t.expect(plain.param_copy_enabled() == want, "gate follows kBf16ParamCopyVerified / COMPETELM_BF16_PARAM_COPY");
     plain.set_param_copy_enabled(true);
-    Dev d{plain};
+    emutest::Dev d{plain};
     float* p = d.up(V(64, 0.3f));
     plain.set_param_buffer(p, 64);
     plain.refresh_param_copy(1, 1);  // fp32 precision: no copy
@@ -335,7 +324,7 @@ int run_param_copy_checks() {
   cuda::CudaBackend be(0);
   be.set_precision(Precision::bf16);
   be.set_param_copy_enabled(true);
-  Dev d{be};
+  emutest::Dev d{be};
   check_rounding(t, be, d);
   std::mt19937 rng(9);
   for (const Shape& s : {Shape{5, 33, 7, 8}, Shape{37, 64, 48, 16}, Shape{1, 3, 5, 0}, Shape{9, 40, 24, 3}})

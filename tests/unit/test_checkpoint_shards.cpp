@@ -14,27 +14,12 @@
 #include "checkpoint/fault_injection.hpp"
 #include "core/error.hpp"
 #include "core/fs_util.hpp"
+#include "train_fixture.hpp"
 
 using namespace competelm;
 namespace fs = std::filesystem;
 
 namespace {
-
-struct TempRunDir {
-  std::string path;
-  TempRunDir() {
-    static int counter = 0;
-    path = (fs::temp_directory_path() /
-            ("competelm-test-shards-" + std::to_string(::getpid()) + "-" + std::to_string(counter++)))
-               .string();
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempRunDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
 
 struct FaultGuard {
   explicit FaultGuard(long bytes) { set_checkpoint_write_fault_after(bytes); }
@@ -115,10 +100,10 @@ uint32_t version_of(const std::string& path) {
 }  // namespace
 
 TEST_CASE("checkpoint shards: slices from three writers assemble bit-exactly", "[checkpoint]") {
-  TempRunDir run;
+  testing::TempDir run("ckpt-shards");
   Model m;
   // w cut unevenly over writers 0 and 2, b whole in writer 1, an empty tensor in writer 2.
-  const std::string dir = save_sharded(run.path, 4,
+  const std::string dir = save_sharded(run.str(), 4,
                                        {{slice("w", m, 0, 25)},
                                         {slice("b", m, 0, 7)},
                                         {slice("w", m, 25, 60), {"e", {0}, nullptr, 0, 0}}});
@@ -141,9 +126,9 @@ TEST_CASE("checkpoint shards: slices from three writers assemble bit-exactly", "
 }
 
 TEST_CASE("checkpoint shards: version 1 single files still read, assembled too", "[checkpoint]") {
-  TempRunDir run;
+  testing::TempDir run("ckpt-shards");
   Model m;
-  CheckpointWriter w(run.path, 1);
+  CheckpointWriter w(run.str(), 1);
   w.write_tensors("model.bin", {{"w", {6, 10}, m.w.data()}, {"b", {7}, m.b.data()}});
   const std::string dir = w.commit();
   CHECK(version_of(dir + "/model.bin") == 1);  // single-process files are unchanged
@@ -156,7 +141,7 @@ TEST_CASE("checkpoint shards: version 1 single files still read, assembled too",
 }
 
 TEST_CASE("checkpoint shards: gaps, overlaps, missing shards and shape conflicts are refused", "[checkpoint]") {
-  TempRunDir run;
+  testing::TempDir run("ckpt-shards");
   Model m;
   struct Case {
     const char* what;
@@ -176,13 +161,13 @@ TEST_CASE("checkpoint shards: gaps, overlaps, missing shards and shape conflicts
   int64_t step = 1;
   for (const Case& c : cases) {
     INFO(c.what);
-    const Checkpoint ck(save_sharded(run.path, step++, c.parts));
+    const Checkpoint ck(save_sharded(run.str(), step++, c.parts));
     const std::string err = error_of([&] { ck.read_assembled("model"); });
     for (const char* e : c.expect) CHECK_THAT(err, Catch::Contains(e));
   }
   // A rank's file missing from a committed checkpoint (meta.json lists 1 of 2).
   {
-    CheckpointWriter owner(run.path, step++);
+    CheckpointWriter owner(run.str(), step++);
     owner.write_tensors(shard_file_name("model", 1, 2), {slice("w", m, 0, 60)});
     const Checkpoint ck(owner.commit());
     CHECK_THAT(error_of([&] { ck.read_assembled("model"); }),
@@ -191,9 +176,9 @@ TEST_CASE("checkpoint shards: gaps, overlaps, missing shards and shape conflicts
 }
 
 TEST_CASE("checkpoint shards: a corrupted element range is refused", "[checkpoint]") {
-  TempRunDir run;
+  testing::TempDir run("ckpt-shards");
   Model m;
-  const std::string dir = save_sharded(run.path, 1, {{slice("w", m, 0, 30)}, {slice("w", m, 30, 60)}});
+  const std::string dir = save_sharded(run.str(), 1, {{slice("w", m, 0, 30)}, {slice("w", m, 30, 60)}});
   const std::string file = "model.shard-00001-of-00002.bin";
   const std::string path = dir + "/" + file;
   const std::string original = read_file(path);
@@ -232,12 +217,12 @@ TEST_CASE("checkpoint shards: a corrupted element range is refused", "[checkpoin
 }
 
 TEST_CASE("checkpoint shards: a helper's failed write leaves no checkpoint and the previous intact", "[checkpoint]") {
-  TempRunDir run;
+  testing::TempDir run("ckpt-shards");
   Model m;
-  const std::string good = save_sharded(run.path, 2, {{slice("w", m, 0, 30)}, {slice("w", m, 30, 60), slice("b", m, 0, 7)}});
+  const std::string good = save_sharded(run.str(), 2, {{slice("w", m, 0, 30)}, {slice("w", m, 30, 60), slice("b", m, 0, 7)}});
   std::string err;
   {
-    CheckpointWriter owner(run.path, 4);
+    CheckpointWriter owner(run.str(), 4);
     owner.write_tensors(shard_file_name("model", 0, 2), {slice("w", m, 0, 30)});
     CheckpointWriter helper(owner.temporary_dir(), 4, true);
     {
@@ -251,9 +236,9 @@ TEST_CASE("checkpoint shards: a helper's failed write leaves no checkpoint and t
     CHECK_THAT(error_of([&] { helper.commit(); }), Catch::Contains("helper"));
   }
   CHECK_THAT(err, Catch::Contains("No space left on device") && Catch::Contains("model.shard-00001-of-00002.bin"));
-  CHECK(list_checkpoints(run.path) == std::vector<std::string>{good});
+  CHECK(list_checkpoints(run.str()) == std::vector<std::string>{good});
   std::vector<std::string> names;
-  for (const auto& e : fs::directory_iterator(run.path + "/checkpoints")) names.push_back(e.path().filename().string());
+  for (const auto& e : fs::directory_iterator(run.str() + "/checkpoints")) names.push_back(e.path().filename().string());
   CHECK(names == std::vector<std::string>{"step_00000002"});  // the temporary dir is gone
   const auto t = Checkpoint(good).read_assembled("model");
   CHECK(std::memcmp(t.at("w").data.data(), m.w.data(), 60 * sizeof(float)) == 0);
