@@ -2,6 +2,7 @@
 // Property: a shard that validates reads back exactly the tokens stored after its header
 // (uint16 widened to uint32), whole and in windows, and refuses reads past its end.
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -46,7 +47,16 @@ int fuzz_shard(const uint8_t* data, size_t size) {
   if (kShardHeaderBytes + info.num_tokens * info.token_bytes() != size)
     property_failed("read_shard_header accepted a file whose size does not match its header",
                     std::to_string(info.num_tokens) + " tokens, " + std::to_string(size) + " bytes");
-  ShardReader reader(info);
+  // Opening verifies the body checksum when the header carries one: a mismatch must be refused
+  // with an Error (a header whose checksum matches, or an llm.c header without one, must open).
+  std::optional<ShardReader> opened;
+  try {
+    opened.emplace(info);
+  } catch (const Error&) {
+    if (!info.has_checksum) property_failed("ShardReader refused a shard without a body checksum", info.path);
+    return 0;
+  }
+  const ShardReader& reader = *opened;
   const uint64_t n = info.num_tokens;
   check_window(reader, data, 0, n);
   if (n > 0) {
