@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -24,6 +25,19 @@ inline std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.0f) {
   Rng rng(seed);
   std::vector<float> v(n);
   for (float& x : v) x = scale * rng.normal();
+  return v;
+}
+
+// randn rounded to bf16 (nearest even): a bf16 GEMM on these multiplies exactly, so it must
+// match the fp32 CPU up to the order of fp32 accumulation.
+inline std::vector<float> randn_bf16(size_t n, uint64_t seed, float scale = 1.0f) {
+  std::vector<float> v = randn(n, seed, scale);
+  for (float& x : v) {
+    uint32_t u;
+    std::memcpy(&u, &x, 4);
+    u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+    std::memcpy(&x, &u, 4);
+  }
   return v;
 }
 

@@ -213,19 +213,6 @@ struct MatmulShape {
 
 // offset: elements added to every CUDA pointer (and the CPU's, for the same data) so that the
 // GEMM sees 4-byte-aligned operands, as expert slices of the MoE layers can be.
-// Random values already representable in bf16 (round to nearest even): a bf16 GEMM on them
-// multiplies exactly, so it must match the fp32 CPU up to the order of fp32 accumulation.
-std::vector<float> randn_bf16(size_t n, uint64_t seed, float scale = 1.0f) {
-  std::vector<float> v = randn(n, seed, scale);
-  for (float& x : v) {
-    uint32_t u;
-    std::memcpy(&u, &x, 4);
-    u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
-    std::memcpy(&x, &u, 4);
-  }
-  return v;
-}
-
 void check_matmul(const MatmulShape& s, bool with_bias, size_t offset, double rtol, double atol,
                   Precision precision = Precision::fp32) {
   CAPTURE(s.N, s.C, s.OC, with_bias, offset, precision_name(precision));

@@ -15,6 +15,7 @@
 #include "checkpoint/checkpoint.hpp"
 #include "checkpoint/fault_injection.hpp"
 #include "core/error.hpp"
+#include "error_of.hpp"
 #include "core/fs_util.hpp"
 #include "core/json.hpp"
 
@@ -113,15 +114,7 @@ std::string save_sample(const std::string& run_dir, int64_t step, const Sample& 
   return w.commit("\"loss\": 3.5, \"tokens\": 123456789012");
 }
 
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using testing::error_of;
 
 }  // namespace
 

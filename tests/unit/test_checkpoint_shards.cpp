@@ -13,6 +13,7 @@
 #include "checkpoint/checkpoint.hpp"
 #include "checkpoint/fault_injection.hpp"
 #include "core/error.hpp"
+#include "error_of.hpp"
 #include "core/fs_util.hpp"
 #include "train_fixture.hpp"
 
@@ -36,15 +37,7 @@ std::vector<float> random_floats(size_t n, uint64_t seed) {
   return v;
 }
 
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using testing::error_of;
 
 // Two tensors: w (6, 10) = 60 elements, b (7).
 struct Model {
