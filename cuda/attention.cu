@@ -388,8 +388,8 @@ void CudaBackend::attention_forward(float* out, float* att, const float* qkv, in
   }
 }
 
-void CudaBackend::attention_backward(float* dqkv, float* scratch, const float* dout, const float* qkv,
-                                     const float* att, int B, int T, int C, int NH) {
+void CudaBackend::attention_backward(float* dqkv, float* scratch, const float* dout, const float* /*out*/,
+                                     const float* qkv, const float* att, int B, int T, int C, int NH) {
   const int hs = head_size(B, T, C, NH);
   if (B == 0 || T == 0) return;
   if (precision_ == Precision::bf16 && attention_tc_supported(hs)) {  // bf16 tensor cores (attention_tc.cu)

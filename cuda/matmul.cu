@@ -148,10 +148,15 @@ struct CallLayouts {
 
 }  // namespace
 
+bool gate_enabled(bool verified, const char* env) {
+  const char* v = std::getenv(env);
+  if (v != nullptr && std::strcmp(v, "0") == 0) return false;
+  if (v != nullptr && std::strcmp(v, "1") == 0) return true;
+  return verified;
+}
+
 bool gemm_epilogues_requested() {
-  if constexpr (kGemmEpilogueVerified) return true;
-  const char* env = std::getenv("COMPETELM_GEMM_EPILOGUES");
-  return env && std::strcmp(env, "1") == 0;
+  return gate_enabled(kGemmEpilogueVerified, "COMPETELM_GEMM_EPILOGUES");
 }
 
 bool CudaBackend::gemm(bool trans_a, bool trans_b, int m, int n, int k, const float* A, int lda, const float* B,

@@ -118,7 +118,7 @@ class NcclComm final : public Comm {
     exchange(send, send_bytes, recv, recv_bytes);
   }
   void broadcast(void* data, size_t bytes, int root) override {
-    if (rank_ == root) bytes_sent_ += bytes;
+    if (rank_ == root && size_ > 1) bytes_sent_ += bytes;  // a lone rank sends nothing
     if (bytes > 0) NCCL_CHECK(ncclBroadcast(data, data, bytes, ncclUint8, root, comm_, stream()));
   }
   // The device work queued so far is done on every rank when barrier() returns.

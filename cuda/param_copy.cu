@@ -62,9 +62,7 @@ bool overlaps(const void* p, size_t bytes, const float* range, size_t n) {
 }  // namespace
 
 bool bf16_param_copy_requested() {
-  if constexpr (kBf16ParamCopyVerified) return true;
-  const char* env = std::getenv("COMPETELM_BF16_PARAM_COPY");
-  return env && std::strcmp(env, "1") == 0;
+  return gate_enabled(kBf16ParamCopyVerified, "COMPETELM_BF16_PARAM_COPY");
 }
 
 void CudaBackend::set_param_buffer(const float* params, size_t n) {

@@ -118,8 +118,11 @@ class Backend {
   virtual void attention_forward(float* out /*(B,T,C)*/, float* att /*(B,NH,T,T)*/,
                                  const float* qkv /*(B,T,3C)*/, int B, int T, int C, int NH) = 0;
   // dqkv += ∂L/∂qkv. scratch (attention_scratch_elements) is free memory for the backward.
+  // out is what attention_forward wrote for these inputs: a flash-attention backward takes
+  // its per-row D = rowsum(dout ∘ out) from it instead of recomputing the forward.
   virtual void attention_backward(float* dqkv /*(B,T,3C)*/, float* scratch /*(B,NH,T,T)*/,
-                                  const float* dout /*(B,T,C)*/, const float* qkv /*(B,T,3C)*/,
+                                  const float* dout /*(B,T,C)*/, const float* out /*(B,T,C)*/,
+                                  const float* qkv /*(B,T,3C)*/,
                                   const float* att /*(B,NH,T,T)*/, int B, int T, int C, int NH) = 0;
 
   // ---- pointwise -----------------------------------------------------------------------------

@@ -73,10 +73,10 @@ class ProfilingBackend : public Backend {
   void attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH) override {
     timed("attention", 2.0 * B * T * T * C, [&] { in_.attention_forward(out, att, qkv, B, T, C, NH); });
   }
-  void attention_backward(float* dqkv, float* scratch, const float* dout, const float* qkv, const float* att,
-                          int B, int T, int C, int NH) override {
+  void attention_backward(float* dqkv, float* scratch, const float* dout, const float* out, const float* qkv,
+                          const float* att, int B, int T, int C, int NH) override {
     timed("attention", 4.0 * B * T * T * C,
-          [&] { in_.attention_backward(dqkv, scratch, dout, qkv, att, B, T, C, NH); });
+          [&] { in_.attention_backward(dqkv, scratch, dout, out, qkv, att, B, T, C, NH); });
   }
   void gelu_forward(float* out, const float* inp, size_t n) override {
     timed("gelu", 0, [&] { in_.gelu_forward(out, inp, n); });

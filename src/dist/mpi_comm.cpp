@@ -75,7 +75,7 @@ class MpiComm final : public Comm {
     MPI_Alltoallv(send, sc.data(), sd.data(), MPI_BYTE, recv, rc.data(), rd.data(), MPI_BYTE, comm_);
   }
   void broadcast(void* data, size_t bytes, int root) override {
-    if (rank_ == root) bytes_sent_ += bytes;
+    if (rank_ == root && size_ > 1) bytes_sent_ += bytes;  // a lone rank sends nothing
     MPI_Bcast(data, checked_int(int64_t(bytes), "broadcast"), MPI_BYTE, root, comm_);
   }
   void barrier() override { MPI_Barrier(comm_); }

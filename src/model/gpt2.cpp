@@ -373,8 +373,8 @@ void GPT2::backward(float loss_scale) {
     be_.matmul_backward(act(a.d_atty), g(p + "attn.proj.weight"), g(p + "attn.proj.bias"), dres,
                         act(a.atty[l]), w(p + "attn.proj.weight"), N, C, C);
     be_.zero(act(a.d_qkv), bytes(a.d_qkv));
-    be_.attention_backward(act(a.d_qkv), act(a.d_att_scratch), act(a.d_atty), act(a.qkv[l]),
-                           act(a.att[l]), B, T, C, NH);
+    be_.attention_backward(act(a.d_qkv), act(a.d_att_scratch), act(a.d_atty), act(a.atty[l]),
+                           act(a.qkv[l]), act(a.att[l]), B, T, C, NH);
     be_.zero(act(a.d_ln), bytes(a.d_ln));
     be_.matmul_backward(act(a.d_ln), g(p + "attn.qkv.weight"), g(p + "attn.qkv.bias"), act(a.d_qkv),
                         act(a.ln1[l]), w(p + "attn.qkv.weight"), N, C, 3 * C);

@@ -301,11 +301,18 @@ int run_param_copy_checks() {
   Tally t;
   emu::g_serial = true;  // no kernel here uses a barrier or a shuffle
   {
-    // The gate: off unless kBf16ParamCopyVerified or COMPETELM_BF16_PARAM_COPY=1.
+    // The gate: kBf16ParamCopyVerified, overridden by COMPETELM_BF16_PARAM_COPY=0 or 1.
+    const char* saved = std::getenv("COMPETELM_BF16_PARAM_COPY");
+    const std::string saved_value = saved ? saved : "";
+    for (const char* value : {"0", "1", "", "yes"}) {
+      setenv("COMPETELM_BF16_PARAM_COPY", value, 1);
+      const bool want = std::string(value) == "1" || (std::string(value) != "0" && cuda::kBf16ParamCopyVerified);
+      t.expect(cuda::CudaBackend(0).param_copy_enabled() == want,
+               "gate: COMPETELM_BF16_PARAM_COPY=" + std::string(value) + " over kBf16ParamCopyVerified");
+    }
+    if (saved) setenv("COMPETELM_BF16_PARAM_COPY", saved_value.c_str(), 1);
+    else unsetenv("COMPETELM_BF16_PARAM_COPY");
     cuda::CudaBackend plain(0);
-    const char* env = std::getenv("COMPETELM_BF16_PARAM_COPY");
-    const bool want = cuda::kBf16ParamCopyVerified || (env && std::string(env) == "1");
-    t.expect(plain.param_copy_enabled() == want, "gate follows kBf16ParamCopyVerified / COMPETELM_BF16_PARAM_COPY");
     plain.set_param_copy_enabled(true);
     emutest::Dev d{plain};
     float* p = d.up(V(64, 0.3f));

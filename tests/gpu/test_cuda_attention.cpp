@@ -58,8 +58,8 @@ void check_attention(const Shape& s, uint64_t seed) {
   Twin<float> dqkv(p, randn(n_qkv, seed + 3, 0.05f));
   Buffer scratch_cpu(*p.cpu, p.cpu->attention_scratch_elements(B, NH, T));
   Buffer scratch_cuda(*p.cuda, n_rows);
-  p.cpu->attention_backward(dqkv.cpu, scratch_cpu.p, dout.cpu, qkv.cpu, att_cpu.p, B, T, C, NH);
-  p.cuda->attention_backward(dqkv.cuda, scratch_cuda.p, dout.cuda, qkv.cuda, att_cuda.p, B, T, C, NH);
+  p.cpu->attention_backward(dqkv.cpu, scratch_cpu.p, dout.cpu, out.cpu, qkv.cpu, att_cpu.p, B, T, C, NH);
+  p.cuda->attention_backward(dqkv.cuda, scratch_cuda.p, dout.cuda, out.cuda, qkv.cuda, att_cuda.p, B, T, C, NH);
   require_close(dqkv, s.grad_rtol, s.grad_atol, "attention_backward dqkv (accumulated)");
 
   // ---- determinism: the same calls again give bit-identical results ----
@@ -69,8 +69,8 @@ void check_attention(const Shape& s, uint64_t seed) {
   CHECK(bit_identical(out_first, out.host_cuda()));
   CHECK(bit_identical(lse, att_again.host()));
   Buffer g1(*p.cuda, n_qkv), g2(*p.cuda, n_qkv);  // zeroed
-  p.cuda->attention_backward(g1.p, scratch_cuda.p, dout.cuda, qkv.cuda, att_cuda.p, B, T, C, NH);
-  p.cuda->attention_backward(g2.p, scratch_cuda.p, dout.cuda, qkv.cuda, att_cuda.p, B, T, C, NH);
+  p.cuda->attention_backward(g1.p, scratch_cuda.p, dout.cuda, out.cuda, qkv.cuda, att_cuda.p, B, T, C, NH);
+  p.cuda->attention_backward(g2.p, scratch_cuda.p, dout.cuda, out.cuda, qkv.cuda, att_cuda.p, B, T, C, NH);
   const std::vector<float> h1 = g1.host(), h2 = g2.host();
   CHECK(bit_identical(h1, h2));
   // …and the gradient is not trivially zero (the comparison above could not pass vacuously).
@@ -101,7 +101,7 @@ TEST_CASE("cuda attention: unsupported head sizes fail with a clear error", "[cu
   Pair p;
   // hs = 48 and 256 are not instantiated; the shape is checked before any memory is touched.
   REQUIRE_THROWS_AS(p.cuda->attention_forward(nullptr, nullptr, nullptr, 1, 4, 48, 1), Error);
-  REQUIRE_THROWS_AS(p.cuda->attention_backward(nullptr, nullptr, nullptr, nullptr, nullptr, 1, 4, 256, 1), Error);
+  REQUIRE_THROWS_AS(p.cuda->attention_backward(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 1, 4, 256, 1), Error);
   REQUIRE_THROWS_AS(p.cuda->attention_forward(nullptr, nullptr, nullptr, 1, 4, 64, 3), Error);  // C % NH ≠ 0
 }
 

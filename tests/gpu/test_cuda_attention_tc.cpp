@@ -96,8 +96,8 @@ void check_attention_bf16(const TcShape& s, uint64_t seed) {
   Twin<float> dqkv(p, prefill);
   Buffer scratch_cpu(*p.cpu, p.cpu->attention_scratch_elements(B, NH, T));
   Buffer scratch_cuda(*p.cuda, n_rows);
-  p.cpu->attention_backward(dqkv.cpu, scratch_cpu.p, dout.cpu, qkv.cpu, att_cpu.p, B, T, C, NH);
-  p.cuda->attention_backward(dqkv.cuda, scratch_cuda.p, dout.cuda, qkv.cuda, att_cuda.p, B, T, C, NH);
+  p.cpu->attention_backward(dqkv.cpu, scratch_cpu.p, dout.cpu, out.cpu, qkv.cpu, att_cpu.p, B, T, C, NH);
+  p.cuda->attention_backward(dqkv.cuda, scratch_cuda.p, dout.cuda, out.cuda, qkv.cuda, att_cuda.p, B, T, C, NH);
   const std::vector<float> g_cpu = dqkv.host_cpu(), g_cuda = dqkv.host_cuda();
   const Norms all = norms(g_cuda, g_cpu, &prefill);
   REQUIRE(all.finite);
@@ -118,8 +118,8 @@ void check_attention_bf16(const TcShape& s, uint64_t seed) {
   CHECK(bit_identical(out_cuda, out.host_cuda()));
   CHECK(bit_identical(lse, att_again.host()));
   Buffer g1(*p.cuda, n_qkv), g2(*p.cuda, n_qkv);  // zeroed
-  p.cuda->attention_backward(g1.p, scratch_cuda.p, dout.cuda, qkv.cuda, att_cuda.p, B, T, C, NH);
-  p.cuda->attention_backward(g2.p, scratch_cuda.p, dout.cuda, qkv.cuda, att_cuda.p, B, T, C, NH);
+  p.cuda->attention_backward(g1.p, scratch_cuda.p, dout.cuda, out.cuda, qkv.cuda, att_cuda.p, B, T, C, NH);
+  p.cuda->attention_backward(g2.p, scratch_cuda.p, dout.cuda, out.cuda, qkv.cuda, att_cuda.p, B, T, C, NH);
   const std::vector<float> h1 = g1.host(), h2 = g2.host();
   CHECK(bit_identical(h1, h2));
   double norm = 0.0;  // …and the gradient is not trivially zero
@@ -176,7 +176,7 @@ TEST_CASE("cuda attention: fwd+bwd speed, fp32 vs bf16", "[cuda][attention][bf16
   for (Precision prec : {Precision::fp32, Precision::bf16}) {
     p.cuda->set_precision(prec);
     auto fwd = [&] { p.cuda->attention_forward(out.p, lse.p, qkv.p, B, T, C, NH); };
-    auto bwd = [&] { p.cuda->attention_backward(dqkv.p, scratch.p, dout.p, qkv.p, lse.p, B, T, C, NH); };
+    auto bwd = [&] { p.cuda->attention_backward(dqkv.p, scratch.p, dout.p, out.p, qkv.p, lse.p, B, T, C, NH); };
     fwd();
     bwd();
     p.cuda->synchronize();

@@ -333,11 +333,11 @@ TEST_CASE("attention forward and backward match the double reference and FD", "[
   }
 
   std::vector<float> dqkv(qkv.size(), 0.0f), scratch(att.size());
-  be.attention_backward(dqkv.data(), scratch.data(), w.data(), qkv.data(), att.data(), B, T, C, NH);
+  be.attention_backward(dqkv.data(), scratch.data(), w.data(), out.data(), qkv.data(), att.data(), B, T, C, NH);
   CHECK(rel_error(dqkv, fd_gradient(qd, [&](const auto& v) { return weighted_sum(ref_attention(v), w); })) <= kGradTol);
 
   auto dqkv1 = dqkv;
-  be.attention_backward(dqkv.data(), scratch.data(), w.data(), qkv.data(), att.data(), B, T, C, NH);
+  be.attention_backward(dqkv.data(), scratch.data(), w.data(), out.data(), qkv.data(), att.data(), B, T, C, NH);
   require_doubled(dqkv, dqkv1);
 }
 
@@ -352,7 +352,7 @@ TEST_CASE("attention over more rows than one sgemm block (T = 150) matches FD", 
   be.attention_forward(out.data(), att.data(), qkv.data(), b, t, c, nh);
   CHECK(rel_error(out, ref_attention(qd, b, t, c, nh)) <= kForwardTol);
   std::vector<float> dqkv(qkv.size(), 0.0f);
-  be.attention_backward(dqkv.data(), scratch.data(), w.data(), qkv.data(), att.data(), b, t, c, nh);
+  be.attention_backward(dqkv.data(), scratch.data(), w.data(), out.data(), qkv.data(), att.data(), b, t, c, nh);
   // every 5th input: all of q, k and v of tokens in every block (stride coprime with 3C = 12)
   const auto [got, fd] = fd_sampled(dqkv, qd, [&](const auto& v) { return weighted_sum(ref_attention(v, b, t, c, nh), w); }, 5);
   CHECK(rel_error(got, fd) <= kGradTol);
@@ -629,7 +629,7 @@ std::vector<float> mini_step(int threads) {
   be.matmul_backward(dge.data(), dwte.data(), nullptr, logits.data(), ge.data(), wte.data(), n, c, vp);
   be.gelu_backward(dres.data(), res.data(), dge.data(), nc);
   be.accumulate(dx.data(), dres.data(), nc);
-  be.attention_backward(dqkv.data(), scratch.data(), dres.data(), qkv.data(), att.data(), b, t, c, nh);
+  be.attention_backward(dqkv.data(), scratch.data(), dres.data(), ao.data(), qkv.data(), att.data(), b, t, c, nh);
   be.matmul_backward(dln.data(), dwqkv.data(), dbqkv.data(), dqkv.data(), ln.data(), wqkv.data(), n, c, 3 * c);
   be.layernorm_backward(dx.data(), dlnw.data(), dlnb.data(), dln.data(), x.data(), lnw.data(), mean.data(), rstd.data(), n, c);
   be.encoder_backward(dwte.data(), dwpe.data(), dx.data(), tokens.data(), b, t, c);

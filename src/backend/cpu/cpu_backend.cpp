@@ -97,6 +97,7 @@ void CpuBackend::attention_forward(float* out, float* att, const float* qkv, int
   cpu::attention_forward(out, att, qkv, B, T, C, NH);
 }
 void CpuBackend::attention_backward(float* dqkv, float* scratch, const float* dout,
+                                    const float* /*out: the CPU keeps the softmax weights*/,
                                     const float* qkv, const float* att, int B, int T, int C,
                                     int NH) {
   cpu::attention_backward(dqkv, scratch, dout, qkv, att, B, T, C, NH);
