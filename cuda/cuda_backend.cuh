@@ -137,6 +137,7 @@ class CudaBackend final : public Backend {
 
   // ---- optimizer ----
   double sum_squares(const float* x, size_t n) override;
+  double sum_squares_ranges(const float* x, const std::vector<std::pair<size_t, size_t>>& ranges) override;
   void adamw_update(float* params, const float* grads, float* m, float* v, size_t n, float lr, float beta1,
                     float beta2, float eps, float weight_decay, float grad_scale, int t) override;
 

@@ -69,6 +69,29 @@ double CudaBackend::sum_squares(const float* x, size_t n) {
   return fetch_double(result);
 }
 
+double CudaBackend::sum_squares_ranges(const float* x, const std::vector<std::pair<size_t, size_t>>& ranges) {
+  // Every range's chunk partials side by side, then one sum over all of them in range order:
+  // kernels are queued back to back and the host waits once.
+  size_t chunks = 0;
+  for (const auto& [begin, end] : ranges) {
+    if (end < begin) fail("sum_squares_ranges: range [{}, {}) ends before it begins", begin, end);
+    chunks += (end - begin + kChunk - 1) / kChunk;
+  }
+  if (chunks == 0) return 0.0;
+  double* result = static_cast<double*>(scratch((1 + chunks) * sizeof(double)));
+  double* partial = result + 1;
+  for (const auto& [begin, end] : ranges) {
+    const size_t n = end - begin, range_chunks = (n + kChunk - 1) / kChunk;
+    if (range_chunks == 0) continue;
+    sum_squares_partials_kernel<<<static_cast<unsigned>(range_chunks), kThreads, 0, stream_>>>(partial, x + begin, n);
+    CUDA_CHECK_LAUNCH();
+    partial += range_chunks;
+  }
+  sum_partials_kernel<<<1, 1024, 0, stream_>>>(result, result + 1, chunks);
+  CUDA_CHECK_LAUNCH();
+  return fetch_double(result);
+}
+
 void CudaBackend::adamw_update(float* params, const float* grads, float* m, float* v, size_t n, float lr,
                                float beta1, float beta2, float eps, float weight_decay, float grad_scale, int t) {
   if (n == 0) return;

@@ -14,6 +14,8 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace competelm {
 
@@ -152,6 +154,14 @@ class Backend {
   // ---- optimizer -------------------------------------------------------------------------------
   // Σ x² in double precision (for the global grad norm).
   virtual double sum_squares(const float* x, size_t n) = 0;
+  // Σ x² over the element ranges [first, second) of x, in double, with one wait for the result
+  // however many ranges (a host round trip per tensor costs more than the sums on a GPU). The
+  // order of summation is fixed by the ranges, so the result is deterministic.
+  virtual double sum_squares_ranges(const float* x, const std::vector<std::pair<size_t, size_t>>& ranges) {
+    double sum = 0.0;
+    for (const auto& [begin, end] : ranges) sum += sum_squares(x + begin, end - begin);
+    return sum;
+  }
   // AdamW step t (1-based) on n elements, bias-corrected, decoupled weight decay:
   //   m = b1 m + (1-b1) g·grad_scale;  v = b2 v + (1-b2) (g·grad_scale)²
   //   p -= lr · ( m̂ / (sqrt(v̂) + eps) + wd · p )

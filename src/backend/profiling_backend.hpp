@@ -104,6 +104,11 @@ class ProfilingBackend : public Backend {
     timed("optimizer", 0, [&] { r = in_.sum_squares(x, n); });
     return r;
   }
+  double sum_squares_ranges(const float* x, const std::vector<std::pair<size_t, size_t>>& ranges) override {
+    double r = 0;
+    timed("optimizer", 0, [&] { r = in_.sum_squares_ranges(x, ranges); });
+    return r;
+  }
   void adamw_update(float* p, const float* g, float* m, float* v, size_t n, float lr, float b1, float b2,
                     float eps, float wd, float gs, int t) override {
     timed("optimizer", 0, [&] { in_.adamw_update(p, g, m, v, n, lr, b1, b2, eps, wd, gs, t); });

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
+#include <vector>
 
 namespace competelm {
 
@@ -41,9 +43,9 @@ void AdamW::step(float* params, const float* grads, float lr, float grad_scale) 
 }
 
 double AdamW::owned_sum_squares(const float* grads) const {
-  double sum = 0.0;
-  for_each_owned_piece([&](const TensorSpec&, size_t lo, size_t hi, size_t) { sum += be_.sum_squares(grads + lo, hi - lo); });
-  return sum;
+  std::vector<std::pair<size_t, size_t>> pieces;
+  for_each_owned_piece([&](const TensorSpec&, size_t lo, size_t hi, size_t) { pieces.emplace_back(lo, hi); });
+  return be_.sum_squares_ranges(grads, pieces);
 }
 
 void AdamW::export_moments(std::vector<float>& m, std::vector<float>& v) const {

@@ -199,6 +199,20 @@ int main(int argc, char** argv) {
     const double e = std::abs(got - ref) / ref; const bool ok = e < 1e-12 && std::abs(cpu_ - ref) / ref < 1e-6;
     h.failures += !ok; std::printf("sum_squares n=%-6zu rel err %.2e (cpu %.2e) %s\n", n, e, std::abs(cpu_ - ref) / ref, ok ? "ok" : "FAIL");
   }
+  {  // several ranges, empty ones and chunk-crossing ones included, with one result fetch
+    const size_t n = 30000;
+    auto x = h.randv(n);
+    const std::vector<std::pair<size_t, size_t>> ranges{{0, 5}, {5, 5}, {100, 8292}, {8292, 8293}, {9000, 30000}};
+    double ref = 0;
+    for (const auto& [b, e] : ranges)
+      for (size_t i = b; i < e; ++i) ref += double(x[i]) * x[i];
+    const float* dx = d.up(x);
+    const double got = be.sum_squares_ranges(dx, ranges);
+    const double e = std::abs(got - ref) / ref;
+    const bool ok = e < 1e-12 && be.sum_squares_ranges(dx, ranges) == got && be.sum_squares_ranges(dx, {}) == 0.0 &&
+                    be.sum_squares_ranges(dx, {{7, 7}}) == 0.0;
+    h.failures += !ok; std::printf("sum_squares_ranges (5 ranges) rel err %.2e, rerun identical %s\n", e, ok ? "ok" : "FAIL");
+  }
   for (size_t n : {size_t(1), size_t(37), size_t(1000)}) {
     auto p = h.randv(n), g = h.randv(n), m = h.randv(n, 0.1f), v = h.randv(n, 0.1f);
     for (auto& x : v) x = x * x;

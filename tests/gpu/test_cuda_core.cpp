@@ -430,6 +430,18 @@ TEST_CASE("cuda sum_squares matches the CPU and is deterministic", "[cuda][optim
   CHECK(p.cuda->sum_squares(nullptr, 0) == 0.0);
 }
 
+TEST_CASE("cuda sum_squares_ranges (one fetch for many ranges) matches the CPU and is deterministic",
+          "[cuda][optimizer]") {
+  Pair p;
+  const size_t n = 3'000'017;
+  Twin<float> x(p, randn(n, 72));
+  const std::vector<std::pair<size_t, size_t>> ranges{{0, 768}, {768, 768}, {1000, 2'400'000}, {2'400'000, n}};
+  const double a = p.cpu->sum_squares_ranges(x.cpu, ranges), b = p.cuda->sum_squares_ranges(x.cuda, ranges);
+  CHECK(b == Approx(a).epsilon(1e-10));
+  CHECK(p.cuda->sum_squares_ranges(x.cuda, ranges) == b);  // bit-identical rerun
+  CHECK(p.cuda->sum_squares_ranges(x.cuda, {}) == 0.0);
+}
+
 TEST_CASE("cuda adamw_update matches the CPU over several steps", "[cuda][optimizer]") {
   for (const size_t n : {size_t{1}, size_t{17}, size_t{100'003}}) {
     CAPTURE(n);
