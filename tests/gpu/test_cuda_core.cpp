@@ -141,7 +141,10 @@ TEST_CASE("cuda layernorm forward and backward match the CPU", "[cuda][layernorm
   struct Shape {
     int N, C;
   };
-  for (const Shape s : {Shape{1, 1}, Shape{1, 7}, Shape{5, 33}, Shape{37, 768}, Shape{300, 1600}, Shape{3, 4099}}) {
+  // C % 4 == 0 and C <= 1024 take the float4 path (cuda/layernorm.cu); N = 2048: 64 partial rows
+  // of dweight / dbias in the backward.
+  for (const Shape s : {Shape{1, 1}, Shape{1, 7}, Shape{5, 33}, Shape{37, 768}, Shape{300, 1600}, Shape{3, 4099},
+                        Shape{2048, 768}, Shape{70, 1024}, Shape{33, 40}}) {
     CAPTURE(s.N, s.C);
     Pair p;
     const size_t NC = size_t(s.N) * s.C;
@@ -177,7 +180,8 @@ TEST_CASE("cuda residual_layernorm_forward matches the CPU's accumulate + layern
   struct Shape {
     int N, C;
   };
-  for (const Shape s : {Shape{1, 1}, Shape{1, 33}, Shape{1, 768}, Shape{37, 768}, Shape{300, 1600}, Shape{3, 4099}}) {
+  for (const Shape s : {Shape{1, 1}, Shape{1, 33}, Shape{1, 768}, Shape{37, 768}, Shape{300, 1600}, Shape{3, 4099},
+                        Shape{2048, 768}, Shape{33, 40}}) {
     CAPTURE(s.N, s.C);
     Pair p;
     const size_t NC = size_t(s.N) * s.C;
@@ -370,7 +374,7 @@ TEST_CASE("cuda crossentropy forward and (in-place) backward match the CPU", "[c
     int N, V, Vp;
   };
   for (const Shape s : {Shape{1, 1, 128}, Shape{3, 5, 8}, Shape{7, 1000, 1024}, Shape{5, 50257, 50304},
-                        Shape{64, 300, 300}}) {
+                        Shape{64, 300, 300}, Shape{4, 1001, 1003}, Shape{64, 50257, 50304}}) {
     CAPTURE(s.N, s.V, s.Vp);
     Pair p;
     const size_t n = size_t(s.N) * s.Vp;
