@@ -200,6 +200,17 @@ __device__ inline void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t 
 #endif
 }
 
+// Two floats rounded to bf16 (nearest even) in one register, `lo` in the low half: one
+// cvt.rn.bf16x2.f32 on the GPU, attention_prep.cuh's pack_bf16 (same values) elsewhere.
+__device__ inline uint32_t pack2(float lo, float hi) {
+#if defined(__CUDA_ARCH__)
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+#else
+  return pack_bf16(lo, hi);
+#endif
+}
+
 // ---- tiles ----
 
 // Issues the copies of rows r0 … r0+63 of a head-major bf16 (T, HS) matrix into a [64][kLd]
@@ -254,9 +265,8 @@ __device__ inline void gemm_pv(float (&acc)[Mma<HS>::kDTiles][4], const float (&
 #pragma unroll
   for (int ks = 0; ks < kKSteps; ++ks) {
     if (ks < ks_lo || ks >= ks_hi) continue;
-    const uint32_t a[4] = {pack_bf16(p[2 * ks][0], p[2 * ks][1]), pack_bf16(p[2 * ks][2], p[2 * ks][3]),
-                           pack_bf16(p[2 * ks + 1][0], p[2 * ks + 1][1]),
-                           pack_bf16(p[2 * ks + 1][2], p[2 * ks + 1][3])};
+    const uint32_t a[4] = {pack2(p[2 * ks][0], p[2 * ks][1]), pack2(p[2 * ks][2], p[2 * ks][3]),
+                           pack2(p[2 * ks + 1][0], p[2 * ks + 1][1]), pack2(p[2 * ks + 1][2], p[2 * ks + 1][3])};
 #pragma unroll
     for (int dp = 0; dp < Mma<HS>::kDTiles / 2; ++dp) {
       uint32_t b[4];

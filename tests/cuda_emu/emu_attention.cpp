@@ -8,8 +8,9 @@
 //     norm since dq is ~0 for T = 1), as tests/gpu/test_cuda_attention_tc.cpp;
 //   lse: max |got − ref| ≤ 2e-2 against a double-precision host log-sum-exp.
 // fp32 path: 1e-4 normwise (exact operands; only the summation order differs).
-// Also: bit-identical results on a second run (determinism) and causality (changing the inputs
-// of tokens ≥ t* leaves out, lse and dq of the rows < t* bit-identical).
+// Also, on a few shapes (the emulator is slow): bit-identical results on a second run
+// (determinism) and causality (changing the inputs of tokens ≥ t* leaves out, lse and dq of the
+// rows < t* bit-identical).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -37,6 +38,7 @@ struct Tally {
 
 struct Shape {
   int B, T, NH, hs;
+  bool rerun = false;  // also the determinism and causality checks (each a full second run)
 };
 
 // ||got − ref|| / max(||ref − base||, floor) over the elements whose column (mod period) lies in
@@ -140,6 +142,7 @@ void check_shape(Tally& tally, cuda::CudaBackend& be, emutest::Dev& d, const Sha
     tally.expect(e <= tol, tag + " " + parts[p] + " rel " + std::to_string(e));
   }
 
+  if (!s.rerun) return;  // the emulator is slow: the reruns on a few shapes only
   // Determinism: the same call again, bit for bit.
   const Run r2 = run(be, d, qkv, dout, base, B, T, C, NH);
   tally.expect(same_bits(r.out, r2.out) && same_bits(r.lse, r2.lse) && same_bits(r.dqkv, r2.dqkv),
@@ -175,11 +178,11 @@ int run_attention_checks() {
   emutest::Dev d{be};
   be.set_precision(Precision::bf16);
   be.set_attention_mma_enabled(true);
-  for (const Shape& s : {Shape{1, 1, 2, 64}, Shape{2, 17, 2, 64}, Shape{1, 64, 2, 64}, Shape{1, 100, 2, 64},
-                         Shape{1, 130, 2, 64}, Shape{1, 17, 2, 32}, Shape{2, 75, 2, 32}})
+  for (const Shape& s : {Shape{1, 1, 2, 64}, Shape{2, 17, 2, 64}, Shape{1, 64, 2, 64}, Shape{1, 100, 2, 64, true},
+                         Shape{1, 130, 2, 64, true}, Shape{1, 17, 2, 32}, Shape{1, 75, 2, 32, true}})
     check_shape(tally, be, d, s, true, rng);
   // The fp32 CUDA-core kernels with the shared D pre-pass.
   be.set_precision(Precision::fp32);
-  for (const Shape& s : {Shape{1, 37, 2, 32}, Shape{2, 5, 3, 16}}) check_shape(tally, be, d, s, false, rng);
+  for (const Shape& s : {Shape{1, 37, 2, 32, true}, Shape{2, 5, 3, 16}}) check_shape(tally, be, d, s, false, rng);
   return tally.failures;
 }
