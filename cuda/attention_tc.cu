@@ -3,13 +3,13 @@
 // mode's attention; attention.cu keeps the fp32 CUDA-core kernels (the oracle-exact path).
 //
 // Data flow: each call first rounds q, k, v (and dO in the backward) to bf16 once, with
-// to_heads (attention_prep.cu), into the caller's workspace as head-major (B, NH, T, hs) arrays q, k, v, dO
-// (attention_tc_workspace_bytes = 4·B·T·C·2 bytes; the forward uses the first three), so that
-// 64 rows of one head are 64·hs·2 contiguous bytes. Tiles are staged into shared memory from
-// there with 16-byte cp.async copies (__pipeline_memcpy_async; rows ≥ T zero-filled). P and dS
-// are rounded to bf16 before their products. Scores, softmax statistics, O, dK, dV, dQ
-// accumulate in fp32; the backward's D = rowsum(dO ∘ O) comes precomputed from the forward's
-// fp32 out (attention_delta, attention_prep.cu).
+// attention_to_heads (attention_prep.cu), into the caller's workspace as head-major
+// (B, NH, T, hs) arrays q, k, v, dO (attention_tc_workspace_bytes = 4·B·T·C·2 bytes; the
+// forward uses the first three), so that 64 rows of one head are 64·hs·2 contiguous bytes.
+// Tiles are staged into shared memory from there with 16-byte cp.async copies
+// (__pipeline_memcpy_async; rows ≥ T zero-filled). P and dS are rounded to bf16 before their
+// products. Scores, softmax statistics, O, dK, dV, dQ accumulate in fp32; the backward's
+// D = rowsum(dO ∘ O) comes precomputed from the forward's fp32 out (attention_delta).
 //
 // Geometry (every attention kernel): 128 threads = 4 warps, a block owns 64 "rows" (queries,
 // or keys in dK/dV), 16 per warp (one wmma row block); the inner loop walks 64-wide tiles of
