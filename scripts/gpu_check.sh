@@ -125,6 +125,9 @@ if [ "${GPU_CHECK_BENCH:-1}" = 0 ]; then
   echo "bench: skipped (GPU_CHECK_BENCH=0)" >>"$SUMMARY"
 else
   run_step bench_gpt2_124m timeout 240 "$BENCH" configs/gpt2-124m.yaml "${BENCH_ARGS[@]}"
+  # …and with the mma.sync attention (cuda/attention_mma.cu) switched on, for the comparison.
+  run_step bench_gpt2_124m_attention_mma timeout 240 env COMPETELM_ATTENTION_MMA=1 "$BENCH" configs/gpt2-124m.yaml \
+    "${BENCH_ARGS[@]}"
   for router in softmax_topk competesmoe sigmoid_topk; do
     run_step "bench_gpt2_124m_moe_$router" timeout 240 "$BENCH" configs/gpt2-124m-moe.yaml "${BENCH_ARGS[@]}" \
       --set moe.router=$router
