@@ -20,8 +20,8 @@
 //     bit-identical run to run; each output element is written by exactly one thread.
 //
 // Backward (three launches, no atomics):
-//   1. delta: D[t] = rowsum(dO ∘ O) with O recomputed by the forward kernel itself (same code,
-//      same order: bit-identical to the forward's out) into the backward scratch (B,NH,T);
+//   1. delta: D[t] = rowsum(dO ∘ O) from the forward's out (attention_delta, attention_prep.cu)
+//      into the backward scratch (B,NH,T), shared by every path;
 //   2. dK/dV: one block per tile of kRows keys, looping over query tiles from the diagonal to
 //      T: dV_s += Σ_t P_ts dO_t, dK_s += scale · Σ_t dS_ts q_t, dS = P ∘ (dO·vᵀ − D);
 //   3. dQ: one block per tile of kRows queries, looping over key tiles up to the diagonal:
@@ -37,6 +37,8 @@
 // same tiling, dK/dV accumulated in registers per key tile, dQ in a separate pass as here.
 #include <cmath>
 
+#include "attention_mma.cuh"
+#include "attention_prep.cuh"
 #include "attention_tc.cuh"
 #include "cuda_backend.cuh"
 #include "cuda_common.cuh"
@@ -75,13 +77,11 @@ __device__ inline void load_rows(float* dst, int pitch, const float* src, size_t
   }
 }
 
-// Forward. kDelta = false: out = softmax(S)·v and lse = L. kDelta = true (backward pre-pass):
-// the same O recomputed in registers, delta = rowsum(dout ∘ O), nothing else written.
+// Forward: out = softmax(S)·v and lse = L.
 // Grid: (#query tiles)·B·NH blocks, kThreads threads; the last query tiles (most work) first.
-template <int HS, bool kDelta>
+template <int HS>
 __global__ void __launch_bounds__(Geometry<HS>::kThreads)
-    attention_forward_kernel(float* out, float* lse, float* delta, const float* dout, const float* qkv, int NH,
-                             int T, int C, float scale) {
+    attention_forward_kernel(float* out, float* lse, const float* qkv, int NH, int T, int C, float scale) {
   using G = Geometry<HS>;
   __shared__ float q_s[G::kRows][HS];       // this block's query rows, one per warp
   __shared__ float k_s[kTile][G::kPad];     // a tile of keys, one per lane
@@ -141,23 +141,12 @@ __global__ void __launch_bounds__(Geometry<HS>::kThreads)
   if (!active) return;  // after the last __syncthreads
   const float inv = 1.0f / l;
   const size_t row = (static_cast<size_t>(b) * T + t) * C + static_cast<size_t>(h) * HS;  // (B,T,C)
-  if constexpr (!kDelta) {
 #pragma unroll
-    for (int i = 0; i < G::kPer; ++i) {
-      const int d = lane + kWarp * i;
-      if (d < HS) out[row + d] = o[i] * inv;
-    }
-    if (lane == 0) lse[static_cast<size_t>(bh) * T + t] = m + logf(l);
-  } else {
-    float acc = 0.0f;
-#pragma unroll
-    for (int i = 0; i < G::kPer; ++i) {
-      const int d = lane + kWarp * i;
-      if (d < HS) acc += (o[i] * inv) * dout[row + d];
-    }
-    acc = warp_sum(acc);
-    if (lane == 0) delta[static_cast<size_t>(bh) * T + t] = acc;
+  for (int i = 0; i < G::kPer; ++i) {
+    const int d = lane + kWarp * i;
+    if (d < HS) out[row + d] = o[i] * inv;
   }
+  if (lane == 0) lse[static_cast<size_t>(bh) * T + t] = m + logf(l);
 }
 
 // dK, dV += for one tile of kRows keys (one per warp), looping over query tiles (one query per
@@ -331,20 +320,16 @@ template <int HS>
 void forward_hs(cudaStream_t st, float* out, float* lse, const float* qkv, int B, int T, int C, int NH) {
   using G = Geometry<HS>;
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
-  attention_forward_kernel<HS, false><<<grid_for(B, NH, T, G::kRows), G::kThreads, 0, st>>>(
-      out, lse, nullptr, nullptr, qkv, NH, T, C, scale);
+  attention_forward_kernel<HS><<<grid_for(B, NH, T, G::kRows), G::kThreads, 0, st>>>(out, lse, qkv, NH, T, C, scale);
   CUDA_CHECK_LAUNCH();
 }
 
 template <int HS>
-void backward_hs(cudaStream_t st, float* dqkv, float* delta, const float* dout, const float* qkv, const float* lse,
+void backward_hs(cudaStream_t st, float* dqkv, const float* delta, const float* dout, const float* qkv, const float* lse,
                  int B, int T, int C, int NH) {
   using G = Geometry<HS>;
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
   const unsigned grid = grid_for(B, NH, T, G::kRows);
-  attention_forward_kernel<HS, true><<<grid, G::kThreads, 0, st>>>(nullptr, nullptr, delta, dout, qkv, NH, T, C,
-                                                                   scale);
-  CUDA_CHECK_LAUNCH();
   attention_dkdv_kernel<HS><<<grid, G::kThreads, 0, st>>>(dqkv, dout, qkv, lse, delta, NH, T, C, scale);
   CUDA_CHECK_LAUNCH();
   attention_dq_kernel<HS><<<grid, G::kThreads, 0, st>>>(dqkv, dout, qkv, lse, delta, NH, T, C, scale);
@@ -363,6 +348,8 @@ int head_size(int B, int T, int C, int NH) {
 
 }  // namespace
 
+bool attention_mma_requested() { return gate_enabled(kAttentionMmaVerified, "COMPETELM_ATTENTION_MMA"); }
+
 size_t CudaBackend::attention_state_elements(int B, int NH, int T) const {
   return static_cast<size_t>(B) * NH * T;  // L = log-sum-exp of each query row's scores
 }
@@ -374,6 +361,10 @@ size_t CudaBackend::attention_scratch_elements(int B, int NH, int T) const {
 void CudaBackend::attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH) {
   const int hs = head_size(B, T, C, NH);
   if (B == 0 || T == 0) return;
+  if (precision_ == Precision::bf16 && attention_mma_enabled_ && attention_mma_supported(hs)) {  // attention_mma.cu
+    attention_mma_forward(stream(), out, att, qkv, B, T, C, NH, scratch(attention_heads_bytes(B, T, C), 1));
+    return;
+  }
   if (precision_ == Precision::bf16 && attention_tc_supported(hs)) {  // bf16 tensor cores (attention_tc.cu)
     // Workspace: scratch slot 1 (otherwise GEMM operand copies, never live during attention).
     attention_tc_forward(stream(), out, att, qkv, B, T, C, NH, scratch(attention_tc_workspace_bytes(B, T, C), 1));
@@ -388,10 +379,16 @@ void CudaBackend::attention_forward(float* out, float* att, const float* qkv, in
   }
 }
 
-void CudaBackend::attention_backward(float* dqkv, float* scratch, const float* dout, const float* /*out*/,
+void CudaBackend::attention_backward(float* dqkv, float* scratch, const float* dout, const float* out,
                                      const float* qkv, const float* att, int B, int T, int C, int NH) {
   const int hs = head_size(B, T, C, NH);
   if (B == 0 || T == 0) return;
+  attention_delta(stream(), scratch, dout, out, B, T, C, NH);  // D (B,NH,T) into the scratch
+  if (precision_ == Precision::bf16 && attention_mma_enabled_ && attention_mma_supported(hs)) {  // attention_mma.cu
+    attention_mma_backward(stream(), dqkv, scratch, dout, qkv, att, B, T, C, NH,
+                           CudaBackend::scratch(attention_heads_bytes(B, T, C), 1));
+    return;
+  }
   if (precision_ == Precision::bf16 && attention_tc_supported(hs)) {  // bf16 tensor cores (attention_tc.cu)
     attention_tc_backward(stream(), dqkv, scratch, dout, qkv, att, B, T, C, NH,
                           CudaBackend::scratch(attention_tc_workspace_bytes(B, T, C), 1));

@@ -3,12 +3,13 @@
 // mode's attention; attention.cu keeps the fp32 CUDA-core kernels (the oracle-exact path).
 //
 // Data flow: each call first rounds q, k, v (and dO in the backward) to bf16 once, with
-// to_heads_kernel, into the caller's workspace as head-major (B, NH, T, hs) arrays q, k, v, dO
-// (attention_tc_workspace_bytes = 4·B·T·C·2 bytes; the forward uses the first three), so that
-// 64 rows of one head are 64·hs·2 contiguous bytes. Tiles are staged into shared memory from
-// there with 16-byte cp.async copies (__pipeline_memcpy_async; rows ≥ T zero-filled). P and dS
-// are rounded to bf16 before their products. Scores, softmax statistics, O, dK, dV, dQ
-// accumulate in fp32; the delta pre-pass reads the fp32 dO (D = rowsum(dO ∘ O)).
+// attention_to_heads (attention_prep.cu), into the caller's workspace as head-major
+// (B, NH, T, hs) arrays q, k, v, dO (attention_tc_workspace_bytes = 4·B·T·C·2 bytes; the
+// forward uses the first three), so that 64 rows of one head are 64·hs·2 contiguous bytes.
+// Tiles are staged into shared memory from there with 16-byte cp.async copies
+// (__pipeline_memcpy_async; rows ≥ T zero-filled). P and dS are rounded to bf16 before their
+// products. Scores, softmax statistics, O, dK, dV, dQ accumulate in fp32; the backward's
+// D = rowsum(dO ∘ O) comes precomputed from the forward's fp32 out (attention_delta).
 //
 // Geometry (every attention kernel): 128 threads = 4 warps, a block owns 64 "rows" (queries,
 // or keys in dK/dV), 16 per warp (one wmma row block); the inner loop walks 64-wide tiles of
@@ -17,9 +18,8 @@
 // (lane & 1) + 2j, j < 32, pairs combined with __shfl_xor(…, 1). Grid: B·NH·ceil(T/64) blocks,
 // the tiles with the most work launched first.
 //
-//   forward<kDelta=false>: S = Q_w·K_tileᵀ, online softmax (m, l per row), O (fp32, in shared
-//     memory) rescaled by exp(m_old − m_new) then O += P·V_tile; out = O/l, lse = m + log l.
-//   forward<kDelta=true> : the same O, then delta = rowsum(dO ∘ O/l) (the backward pre-pass).
+//   forward: S = Q_w·K_tileᵀ, online softmax (m, l per row), O (fp32, in shared memory)
+//     rescaled by exp(m_old − m_new) then O += P·V_tile; out = O/l, lse = m + log l.
 //   dK/dV: the block's 64 keys against query tiles from the diagonal to T: Sᵀ = K_w·Q_tileᵀ,
 //     Pᵀ = exp(scale·Sᵀ − L), dPᵀ = V_w·dO_tileᵀ, dSᵀ = Pᵀ∘(dPᵀ − D); dV += Pᵀ·dO_tile,
 //     dK += dSᵀ·Q_tile in accumulator fragments; dqkv += (scale·dK, dV) at the end.
@@ -64,6 +64,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "attention_prep.cuh"
 #include "cuda_common.cuh"
 
 namespace competelm::cuda {
@@ -81,7 +82,6 @@ constexpr int kColBlocks = kCols / 16;   // 16-wide wmma blocks per column tile
 constexpr int kPerLane = kCols / 2;      // columns per lane in the elementwise steps
 constexpr int kLdS = kCols + 4;          // fp32 16×64 score tiles
 constexpr int kLdP = kCols + 8;          // bf16 16×64 probability tiles
-constexpr int kHeadTensors = 4;          // q, k, v, dO in the workspace
 static_assert(kThreads == 2 * kCols, "dK/dV stages L and D with one 4-byte copy per thread");
 static_assert(kRows == kCols, "the diagonal tile logic assumes square tiles");
 
@@ -134,55 +134,6 @@ struct Tc {
 // Base of head h of batch b in a (B,T,3C) qkv-shaped tensor: the q columns; k at +C, v at +2C.
 __device__ inline size_t head_base(int b, int h, int T, int C, int hs) {
   return static_cast<size_t>(b) * T * (3 * static_cast<size_t>(C)) + static_cast<size_t>(h) * hs;
-}
-
-// Two floats rounded to bf16 (nearest even), the first in the low half (memory order).
-__device__ inline uint32_t pack_bf16(float lo, float hi) {
-  return static_cast<uint32_t>(__bfloat16_as_ushort(__float2bfloat16_rn(lo))) |
-         (static_cast<uint32_t>(__bfloat16_as_ushort(__float2bfloat16_rn(hi))) << 16);
-}
-
-// dst = `groups`·8 bf16: tensors q, k, v (from qkv (B,T,3C)) and, past 3·per_tensor, dO (from
-// dout (B,T,C)), each head-major (B,NH,T,hs) of per_tensor = B·T·C elements, rounded to
-// nearest even. One thread per 8 consecutive elements of one head row (hs % 8 == 0): two
-// 16-byte loads (`vec`: sources 16-byte aligned; otherwise 8 scalar loads), one 16-byte store.
-__global__ void __launch_bounds__(256)
-    to_heads_kernel(bf16* dst, const float* qkv, const float* dout, size_t groups, size_t per_tensor, int T, int C,
-                    int NH, bool vec) {
-  const size_t g = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (g >= groups) return;
-  const int hs = C / NH;
-  const size_t e = 8 * g;  // first element, in dst
-  const size_t m = e / per_tensor, i = e % per_tensor;  // tensor, head-major index within it
-  const int d = static_cast<int>(i % static_cast<size_t>(hs));
-  const size_t row = i / static_cast<size_t>(hs);  // (b·NH + h)·T + t
-  const int t = static_cast<int>(row % static_cast<size_t>(T));
-  const size_t bh = row / static_cast<size_t>(T);
-  const int h = static_cast<int>(bh % static_cast<size_t>(NH));
-  const size_t bt = bh / static_cast<size_t>(NH) * T + t;  // token b·T + t
-  const size_t col = static_cast<size_t>(h) * hs + d;
-  const float* src = m < 3 ? qkv + bt * 3 * static_cast<size_t>(C) + m * C + col : dout + bt * C + col;
-  float x[8];
-  if (vec) {
-    const float4 a = reinterpret_cast<const float4*>(src)[0], b = reinterpret_cast<const float4*>(src)[1];
-    x[0] = a.x;
-    x[1] = a.y;
-    x[2] = a.z;
-    x[3] = a.w;
-    x[4] = b.x;
-    x[5] = b.y;
-    x[6] = b.z;
-    x[7] = b.w;
-  } else {
-#pragma unroll
-    for (int j = 0; j < 8; ++j) x[j] = src[j];
-  }
-  uint4 y;
-  y.x = pack_bf16(x[0], x[1]);
-  y.y = pack_bf16(x[2], x[3]);
-  y.z = pack_bf16(x[4], x[5]);
-  y.w = pack_bf16(x[6], x[7]);
-  *reinterpret_cast<uint4*>(dst + e) = y;  // e % 8 == 0 and dst 16-byte aligned
 }
 
 // Issues the cp.async copies of rows r0 … r0+63 of a head-major bf16 (T, HS) matrix into a bf16
@@ -294,13 +245,12 @@ __device__ inline void pipeline_next(bool has_next, IssueNext issue_next) {
   }
 }
 
-// Forward. kDelta = false: out = softmax(S)·v and lse. kDelta = true (backward pre-pass):
-// delta = rowsum(dout ∘ O) with O recomputed exactly as the forward computes it.
+// Forward: out = softmax(S)·v and lse.
 // heads: the workspace's head-major bf16 q, k, v (per_tensor elements apart).
-template <int HS, bool kDelta>
+template <int HS>
 __global__ void __launch_bounds__(kThreads)
-    tc_forward_kernel(float* out, float* lse, float* delta, const float* dout, const bf16* heads, size_t per_tensor,
-                      int NH, int T, int C, float scale) {
+    tc_forward_kernel(float* out, float* lse, const bf16* heads, size_t per_tensor, int NH, int T, int C,
+                      float scale) {
   using G = Tc<HS>;
   constexpr int kStages = G::kFwdStages;
   extern __shared__ __align__(128) unsigned char smem[];
@@ -404,26 +354,13 @@ __global__ void __launch_bounds__(kThreads)
   const float inv = 1.0f / l;  // l ≥ 1 for rows < T (the max element contributes exp(0))
   const float* o_row = o_w + r * G::kLdO;
   const size_t row = (static_cast<size_t>(pos.b) * T + min(t, T - 1)) * C + static_cast<size_t>(pos.h) * HS;
-  if constexpr (!kDelta) {
-    if (t < T) {
+  if (t < T) {
 #pragma unroll
-      for (int j = 0; j < HS / 2; ++j) {
-        const int c = half + 2 * j;
-        out[row + c] = o_row[c] * inv;
-      }
-      if (half == 0) lse[static_cast<size_t>(pos.bh) * T + t] = m + logf(l);
+    for (int j = 0; j < HS / 2; ++j) {
+      const int c = half + 2 * j;
+      out[row + c] = o_row[c] * inv;
     }
-  } else {
-    float acc = 0.0f;
-    if (t < T) {
-#pragma unroll
-      for (int j = 0; j < HS / 2; ++j) {
-        const int c = half + 2 * j;
-        acc += (o_row[c] * inv) * dout[row + c];
-      }
-    }
-    acc += __shfl_xor_sync(kFullMask, acc, 1);
-    if (t < T && half == 0) delta[static_cast<size_t>(pos.bh) * T + t] = acc;
+    if (half == 0) lse[static_cast<size_t>(pos.bh) * T + t] = m + logf(l);
   }
 }
 
@@ -627,46 +564,26 @@ void allow_smem(Kernel kernel, size_t bytes) {
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
 }
 
-// The workspace's head-major bf16 copies: q, k, v, and dO when `dout` is given.
-bf16* to_heads(cudaStream_t st, void* workspace, const float* qkv, const float* dout, int B, int T, int C, int NH) {
-  if (workspace == nullptr || (reinterpret_cast<uintptr_t>(workspace) & 15u) != 0)
-    fail("cuda attention (bf16): the workspace must be a 16-byte aligned device buffer of "
-         "attention_tc_workspace_bytes bytes");
-  bf16* heads = static_cast<bf16*>(workspace);
-  const size_t per_tensor = static_cast<size_t>(B) * T * C;
-  const size_t groups = (dout ? 4 : 3) * per_tensor / 8;  // C = NH·hs, hs % 8 == 0
-  const size_t blocks = (groups + 255) / 256;
-  if (blocks > 0x7fffffffu) fail("cuda attention (bf16): B·T·C = {} is too large", per_tensor);
-  // Row strides 3C and C floats and head offsets h·hs + 8j are multiples of 4 floats (C % 32 == 0).
-  const bool vec = ((reinterpret_cast<uintptr_t>(qkv) | reinterpret_cast<uintptr_t>(dout)) & 15u) == 0;
-  to_heads_kernel<<<static_cast<unsigned>(blocks), 256, 0, st>>>(heads, qkv, dout, groups, per_tensor, T, C, NH, vec);
-  CUDA_CHECK_LAUNCH();
-  return heads;
-}
-
 template <int HS>
 void forward_hs(cudaStream_t st, float* out, float* lse, const float* qkv, int B, int T, int C, int NH,
                 void* workspace) {
   using G = Tc<HS>;
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
-  const bf16* heads = to_heads(st, workspace, qkv, nullptr, B, T, C, NH);
+  const bf16* heads = attention_to_heads(st, workspace, qkv, nullptr, B, T, C, NH);
   const size_t per_tensor = static_cast<size_t>(B) * T * C;
-  allow_smem(tc_forward_kernel<HS, false>, G::kFwdSmem);
-  tc_forward_kernel<HS, false><<<grid_for(B, NH, T), kThreads, G::kFwdSmem, st>>>(out, lse, nullptr, nullptr, heads, per_tensor, NH, T, C, scale);
+  allow_smem(tc_forward_kernel<HS>, G::kFwdSmem);
+  tc_forward_kernel<HS><<<grid_for(B, NH, T), kThreads, G::kFwdSmem, st>>>(out, lse, heads, per_tensor, NH, T, C, scale);
   CUDA_CHECK_LAUNCH();
 }
 
 template <int HS>
-void backward_hs(cudaStream_t st, float* dqkv, float* delta, const float* dout, const float* qkv, const float* lse,
+void backward_hs(cudaStream_t st, float* dqkv, const float* delta, const float* dout, const float* qkv, const float* lse,
                  int B, int T, int C, int NH, void* workspace) {
   using G = Tc<HS>;
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
   const unsigned grid = grid_for(B, NH, T);
-  const bf16* heads = to_heads(st, workspace, qkv, dout, B, T, C, NH);
+  const bf16* heads = attention_to_heads(st, workspace, qkv, dout, B, T, C, NH);
   const size_t per_tensor = static_cast<size_t>(B) * T * C;
-  allow_smem(tc_forward_kernel<HS, true>, G::kFwdSmem);
-  tc_forward_kernel<HS, true><<<grid, kThreads, G::kFwdSmem, st>>>(nullptr, nullptr, delta, dout, heads, per_tensor, NH, T, C, scale);
-  CUDA_CHECK_LAUNCH();
   allow_smem(tc_dkdv_kernel<HS>, G::kDkdvSmem);
   tc_dkdv_kernel<HS><<<grid, kThreads, G::kDkdvSmem, st>>>(dqkv, heads, per_tensor, lse, delta, NH, T, C, scale);
   CUDA_CHECK_LAUNCH();
@@ -690,8 +607,7 @@ int checked_head_size(int B, int T, int C, int NH) {
 bool attention_tc_supported(int hs) { return hs == 32 || hs == 64 || hs == 128; }
 
 size_t attention_tc_workspace_bytes(int B, int T, int C) {
-  if (B <= 0 || T <= 0 || C <= 0) return 0;
-  return kHeadTensors * static_cast<size_t>(B) * T * C * sizeof(bf16);
+  return attention_heads_bytes(B, T, C);
 }
 
 void attention_tc_forward(cudaStream_t st, float* out, float* lse, const float* qkv, int B, int T, int C, int NH,
@@ -705,7 +621,7 @@ void attention_tc_forward(cudaStream_t st, float* out, float* lse, const float* 
   }
 }
 
-void attention_tc_backward(cudaStream_t st, float* dqkv, float* delta, const float* dout, const float* qkv,
+void attention_tc_backward(cudaStream_t st, float* dqkv, const float* delta, const float* dout, const float* qkv,
                            const float* lse, int B, int T, int C, int NH, void* workspace) {
   const int hs = checked_head_size(B, T, C, NH);
   if (B == 0 || T == 0) return;

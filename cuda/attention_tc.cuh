@@ -21,9 +21,9 @@ size_t attention_tc_workspace_bytes(int B, int T, int C);
 void attention_tc_forward(cudaStream_t st, float* out, float* lse, const float* qkv, int B, int T, int C, int NH,
                           void* workspace);
 
-// dqkv (B,T,3C) += ∂L/∂qkv given dout (B,T,C) and the forward's lse; delta (B,NH,T) is scratch
-// (it receives D = rowsum(dO ∘ O), O recomputed by the forward kernel).
-void attention_tc_backward(cudaStream_t st, float* dqkv, float* delta, const float* dout, const float* qkv,
+// dqkv (B,T,3C) += ∂L/∂qkv given dout (B,T,C), the forward's lse and delta (B,NH,T) =
+// D = rowsum(dO ∘ O) (attention_delta, attention_prep.cuh).
+void attention_tc_backward(cudaStream_t st, float* dqkv, const float* delta, const float* dout, const float* qkv,
                            const float* lse, int B, int T, int C, int NH, void* workspace);
 
 }  // namespace competelm::cuda

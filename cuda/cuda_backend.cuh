@@ -42,6 +42,14 @@ inline constexpr bool kGemmEpilogueVerified = true;
 // kGemmEpilogueVerified unless COMPETELM_GEMM_EPILOGUES is 0 (off) or 1 (on).
 bool gemm_epilogues_requested();
 
+// The register-resident FlashAttention-2 kernels of the bf16 mode (attention_mma.cu: mma.sync
+// m16n8k16, head sizes 32 and 64): emulated on the CPU (tests/cuda_emu, cuda_emu.attention_mma)
+// but not yet run on a GPU (tests/gpu/test_cuda_attention_mma.cpp), so off by default; the
+// wmma kernels (attention_tc.cu) run instead.
+inline constexpr bool kAttentionMmaVerified = false;
+// kAttentionMmaVerified unless COMPETELM_ATTENTION_MMA is 0 (off) or 1 (on).
+bool attention_mma_requested();
+
 struct MatmulCache;  // cuBLASLt descriptors and algorithms per GEMM shape (matmul_cache.cuh)
 
 class CudaBackend final : public Backend {
@@ -116,6 +124,10 @@ class CudaBackend final : public Backend {
   bool gemm_epilogues_enabled() const { return gemm_epilogues_enabled_; }
 
   // ---- attention (flash: no T×T tensor) ----
+  // bf16 mode: the mma kernels (attention_mma.cu) where switched on (attention_mma_requested()
+  // at construction, or set_attention_mma_enabled) and the head size has one; else attention_tc.cu.
+  void set_attention_mma_enabled(bool on) { attention_mma_enabled_ = on; }
+  bool attention_mma_enabled() const { return attention_mma_enabled_; }
   size_t attention_state_elements(int B, int NH, int T) const override;
   size_t attention_scratch_elements(int B, int NH, int T) const override;
   void attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH) override;
@@ -235,6 +247,7 @@ class CudaBackend final : public Backend {
   bool param_copy_valid_ = false;
   bool param_copy_enabled_ = bf16_param_copy_requested();
   bool gemm_epilogues_enabled_ = gemm_epilogues_requested();
+  bool attention_mma_enabled_ = attention_mma_requested();
 };
 
 }  // namespace competelm::cuda

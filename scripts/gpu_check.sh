@@ -97,6 +97,21 @@ else
   grep -E "All tests passed|test cases" "$OUT_DIR/no_gemm_epilogues.log" | tail -n 1 | sed "s/^/no_gemm_epilogues: /" >>"$SUMMARY"
 fi
 
+# The register-resident mma.sync attention (cuda/attention_mma.cu; off unless
+# COMPETELM_ATTENTION_MMA=1 until it is verified here, docs/cuda.md): its own tests (they switch
+# it on themselves), then the attention, model and bf16 tests (training and bit-for-bit resume
+# included) once more with it on, then its speed against the wmma path. GPU_CHECK_ATTENTION_MMA=0
+# skips it.
+if [ "${GPU_CHECK_TESTS:-1}" = 0 ] || [ "${GPU_CHECK_ATTENTION_MMA:-1}" = 0 ]; then
+  echo "attention_mma: skipped" >>"$SUMMARY"
+else
+  run_step attention_mma env COMPETELM_ATTENTION_MMA=1 timeout 600 "$BUILD_DIR/bin/competelm-gpu-tests" \
+    "[mma],[cuda][attention],[cuda][model],[cuda][bf16]"
+  grep -E "All tests passed|test cases" "$OUT_DIR/attention_mma.log" | tail -n 1 | sed "s/^/attention_mma: /" >>"$SUMMARY"
+  run_step attention_mma_bench timeout 120 "$BUILD_DIR/bin/competelm-gpu-tests" "[mma][.bench]" -s
+  grep -E "^attention bf16" "$OUT_DIR/attention_mma_bench.log" | sed "s/^/attention_mma_bench: /" >>"$SUMMARY"
+fi
+
 # Throughput on the GPU: GPT-2 124M dense and the 124M-active MoE with each router, B=16, T=1024.
 BENCH="$BUILD_DIR/bin/competelm-bench"
 BENCH_ARGS=(--device cuda --set train.micro_batch=16 --set model.seq_len=1024 --steps ${BENCH_STEPS:-3} --warmup 1)
@@ -104,6 +119,9 @@ if [ "${GPU_CHECK_BENCH:-1}" = 0 ]; then
   echo "bench: skipped (GPU_CHECK_BENCH=0)" >>"$SUMMARY"
 else
   run_step bench_gpt2_124m timeout 240 "$BENCH" configs/gpt2-124m.yaml "${BENCH_ARGS[@]}"
+  # …and with the mma.sync attention (cuda/attention_mma.cu) switched on, for the comparison.
+  run_step bench_gpt2_124m_attention_mma timeout 240 env COMPETELM_ATTENTION_MMA=1 "$BENCH" configs/gpt2-124m.yaml \
+    "${BENCH_ARGS[@]}"
   for router in softmax_topk competesmoe sigmoid_topk; do
     run_step "bench_gpt2_124m_moe_$router" timeout 240 "$BENCH" configs/gpt2-124m-moe.yaml "${BENCH_ARGS[@]}" \
       --set moe.router=$router

@@ -1,7 +1,8 @@
 // competelm-cuda-emu: the CUDA backend's core ops (encoder, layernorm, pointwise, cross-entropy,
 // optimizer, matmul), compiled from the real cuda/*.cu sources against the emulating shim, against
 // the CPU backend as oracle; `competelm-cuda-emu moe` runs the MoE ops instead (emu_moe.cpp),
-// `competelm-cuda-emu param_copy` the bf16 parameter copy (emu_param_copy.cpp). Exit status 1 on any mismatch or any launch the emulator rejects
+// `competelm-cuda-emu param_copy` the bf16 parameter copy (emu_param_copy.cpp), `competelm-cuda-emu
+// attention` the attention kernels (emu_attention.cpp). Exit status 1 on any mismatch or any launch the emulator rejects
 // (emu::g_errors: bad launch configuration, shuffle from an exited lane, cuBLASLt misuse).
 #include <algorithm>
 #include <array>
@@ -62,6 +63,7 @@ using emutest::Dev;
 
 int run_moe_checks();          // emu_moe.cpp
 int run_param_copy_checks();   // emu_param_copy.cpp
+int run_attention_checks();    // emu_attention.cpp
 
 int main(int argc, char** argv) {
   if (argc > 1 && std::string(argv[1]) == "moe") {
@@ -71,6 +73,11 @@ int main(int argc, char** argv) {
   }
   if (argc > 1 && std::string(argv[1]) == "param_copy") {
     const int failures = run_param_copy_checks();
+    std::printf("emulator errors: %ld, failures: %d\n", emu::g_errors.load(), failures);
+    return failures || emu::g_errors.load() ? 1 : 0;
+  }
+  if (argc > 1 && std::string(argv[1]) == "attention") {
+    const int failures = run_attention_checks();
     std::printf("emulator errors: %ld, failures: %d\n", emu::g_errors.load(), failures);
     return failures || emu::g_errors.load() ? 1 : 0;
   }

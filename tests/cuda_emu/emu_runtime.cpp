@@ -18,6 +18,12 @@ bool g_serial = false;
 unsigned char* g_dyn_smem = nullptr;
 std::mutex g_atomic;
 std::map<void*, size_t> g_allocs;
+std::map<KernelId, size_t> g_smem_opt_in;
+void set_smem_opt_in(KernelId k, int bytes) { g_smem_opt_in[k] = bytes > 0 ? size_t(bytes) : 0; }
+size_t smem_opt_in(KernelId k) {
+  const auto it = g_smem_opt_in.find(k);
+  return it == g_smem_opt_in.end() ? 0 : it->second;
+}
 void fail(const char* what) { std::fprintf(stderr, "EMU ERROR: %s\n", what); ++g_errors; }
 
 // The CUDA threads of a block: worker threads kept across launches (creating up to 1024 threads
@@ -51,13 +57,14 @@ class Pool {
 };
 Pool& pool() { static Pool p; return p; }
 
-void run_blocks(const Cfg& c, const std::function<void()>& body) {
+void run_blocks(const Cfg& c, const std::function<void()>& body, size_t opt_in) {
   const unsigned threads = c.block.x * c.block.y * c.block.z;
   if (c.block.y != 1 || c.block.z != 1) fail("2D/3D blocks not emulated");
   if (threads == 0 || threads > 1024) fail("block size out of range");
   if (c.grid.x == 0 || c.grid.y == 0 || c.grid.z == 0) fail("empty grid (cudaErrorInvalidConfiguration)");
   if (c.grid.y > 65535 || c.grid.z > 65535) fail("grid.y/z > 65535");
-  if (c.shmem > 48 * 1024) fail("dynamic shared memory > 48 KiB without cudaFuncSetAttribute");
+  if (c.shmem > 48 * 1024 && c.shmem > opt_in) fail("dynamic shared memory > 48 KiB beyond the kernel's cudaFuncSetAttribute");
+  if (c.shmem > 227 * 1024) fail("dynamic shared memory > 227 KiB (sm_90's limit)");
   if (c.s == nullptr) fail("launch on the legacy default stream");
   gridDim = c.grid; blockDim = c.block;
   std::vector<unsigned char> dyn(c.shmem + 1);  // + 1: never a null pointer

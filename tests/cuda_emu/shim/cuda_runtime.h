@@ -22,6 +22,10 @@
 #include <functional>
 #include <type_traits>
 
+// Lets a .cu file pick its emulation of warp-level PTX (mma.sync, ldmatrix) in place of inline
+// assembly (cuda/attention_mma.cu).
+#define COMPETELM_CUDA_EMU 1
+
 #define __global__
 #define __device__
 #define __host__
@@ -46,10 +50,19 @@ typedef cudaDataType cudaDataType_t;
 struct float2 { float x, y; };
 struct alignas(16) float4 { float x, y, z, w; };
 inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
+struct alignas(16) uint4 { unsigned x, y, z, w; };
+enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
 
 namespace emu {
 void fail(const char* what);
-struct Warp { std::unique_ptr<std::barrier<>> bar; double vals[32]; bool exited[32]; };
+// gather: the exchange area of warp_gather (32 lanes × up to kGatherBytes).
+inline constexpr size_t kGatherBytes = 64;
+struct Warp {
+  std::unique_ptr<std::barrier<>> bar;
+  double vals[32];
+  bool exited[32];
+  alignas(16) unsigned char gather[32 * kGatherBytes];
+};
 extern std::barrier<>* g_bar;
 extern std::vector<Warp>* g_warps;
 extern std::atomic<long> g_errors;
@@ -70,15 +83,37 @@ template <class T> T shfl(T v, int src) {
   w.bar->arrive_and_wait();
   return r;
 }
+// Every lane of the calling warp passes `bytes` (≤ kGatherBytes) at `mine`; on return `all`
+// holds lane l's bytes at all + l·bytes, for every l (the emulation of warp-wide register
+// exchanges such as mma.sync's operand fragments: one exchange instead of a shuffle per value).
+inline void warp_gather(const void* mine, void* all, size_t bytes) {
+  if (bytes > kGatherBytes) { std::fprintf(stderr, "EMU: warp_gather of %zu bytes\n", bytes); ++g_errors; return; }
+  Warp& w = (*g_warps)[threadIdx.x / 32];
+  std::memcpy(w.gather + (threadIdx.x % 32) * bytes, mine, bytes);
+  w.bar->arrive_and_wait();
+  for (int l = 0; l < 32; ++l)
+    if (w.exited[l]) { std::fprintf(stderr, "EMU: warp_gather with an exited lane\n"); ++g_errors; break; }
+  std::memcpy(all, w.gather, 32 * bytes);
+  w.bar->arrive_and_wait();
+}
 struct Cfg { dim3 grid; dim3 block; size_t shmem; cudaStream_t s; };
-void run_blocks(const Cfg& c, const std::function<void()>& body);
+// `opt_in`: the kernel's cudaFuncAttributeMaxDynamicSharedMemorySize (0: none set).
+void run_blocks(const Cfg& c, const std::function<void()>& body, size_t opt_in = 0);
+using KernelId = void (*)();
+void set_smem_opt_in(KernelId k, int bytes);
+size_t smem_opt_in(KernelId k);
 }  // namespace emu
 
 // Target of the launches that tests/cuda_emu/rewrite_launches.sed writes; converts the arguments
 // to the kernel's parameter types as a real launch would.
 template <class... P, class... A>
 void emu_launch(void (*k)(P...), emu::Cfg c, A... a) {
-  emu::run_blocks(c, [=] { k(P(a)...); });
+  emu::run_blocks(c, [=] { k(P(a)...); }, emu::smem_opt_in(reinterpret_cast<emu::KernelId>(k)));
+}
+template <class... P>
+cudaError_t cudaFuncSetAttribute(void (*k)(P...), cudaFuncAttribute, int value) {
+  emu::set_smem_opt_in(reinterpret_cast<emu::KernelId>(k), value);
+  return cudaSuccess;
 }
 
 inline void __syncthreads() { emu::g_bar->arrive_and_wait(); }
