@@ -114,7 +114,7 @@ class CudaBackend final : public Backend {
   void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int N, int C,
                       int OC) override;
   void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                       const float* weight, int N, int C, int OC) override;
+                       const float* weight, int N, int C, int OC, GradMode dinp_mode) override;
   // One cuBLASLt call with the GELU_AUX_BIAS epilogue (D = out, aux = pre) when switched on
   // (gemm_epilogues_requested() at construction, or set_gemm_epilogues_enabled) and the shapes
   // and pointers meet its requirements; else the unfused default.
@@ -136,7 +136,7 @@ class CudaBackend final : public Backend {
 
   // ---- pointwise ----
   void gelu_forward(float* out, const float* inp, size_t n) override;
-  void gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) override;
+  void gelu_backward(float* dinp, const float* inp, const float* dout, size_t n, GradMode mode) override;
   void residual_forward(float* out, const float* a, const float* b, size_t n) override;
   void accumulate(float* y, const float* x, size_t n) override;
   void scale(float* x, float s, size_t n) override;

@@ -18,7 +18,8 @@
 //   dinp     dinp (N,C) += dout (N,OC) · W (OC,C)  ⇔  dinpᵀ (C,N) += Wᵀ · doutᵀ
 //             A = W    col-major (C,OC) ld C,  op = N          m = C
 //             B = dout col-major (OC,N) ld OC, op = N          n = N, k = OC
-//             D = dinp col-major (C,N)  ld C, beta = 1
+//             D = dinp col-major (C,N)  ld C, beta = 1 (GradMode::overwrite: beta = 0, and
+//             cuBLASLt then never reads C = dinp: no zero-fill pass before, no read of it)
 //   dweight  dW (OC,C) += doutᵀ (OC,N) · inp (N,C) ⇔  dWᵀ (C,OC) += inpᵀ · dout
 //             A = inp  col-major (C,N)  ld C,  op = N          m = C
 //             B = dout col-major (OC,N) ld OC, op = T → (N,OC) n = OC, k = N
@@ -297,10 +298,17 @@ void CudaBackend::matmul_gelu_forward(float* pre, float* out, const float* inp, 
 }
 
 void CudaBackend::matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                                  const float* weight, int N, int C, int OC) {
-  if (N == 0 || OC == 0) return;
+                                  const float* weight, int N, int C, int OC, GradMode dinp_mode) {
+  const bool overwrite = dinp_mode == GradMode::overwrite;
+  if (N == 0) return;
+  if (OC == 0) {  // empty sums: dinp = 0 when overwritten, nothing else changes
+    if (dinp && overwrite && C > 0)
+      CUDA_CHECK(cudaMemsetAsync(dinp, 0, sizeof(float) * size_t(N) * size_t(C), stream_));
+    return;
+  }
   if (C > 0) {
-    if (dinp) gemm(false, false, C, N, OC, weight, C, dout, OC, dinp, C, 1.0f, nullptr, GemmTokens::n);
+    if (dinp)
+      gemm(false, false, C, N, OC, weight, C, dout, OC, dinp, C, overwrite ? 0.0f : 1.0f, nullptr, GemmTokens::n);
     if (dweight) gemm(false, true, C, OC, N, inp, C, dout, OC, dweight, C, 1.0f, nullptr, GemmTokens::k);
   }
   if (dbias) {

@@ -27,15 +27,19 @@ __global__ void gelu_forward_kernel(float* out, const float* inp, size_t n) {
   }
 }
 
-// dinp += dout · (0.5·(1 + tanh u) + 0.5·x·(1 − tanh² u)·√(2/π)·(1 + 3·0.044715·x²))
-__global__ void gelu_backward_kernel(float* dinp, const float* inp, const float* dout, size_t n) {
+// dinp += dout · (0.5·(1 + tanh u) + 0.5·x·(1 − tanh² u)·√(2/π)·(1 + 3·0.044715·x²));
+// overwrite: dinp = the product, dinp never read.
+__global__ void gelu_backward_kernel(float* dinp, const float* inp, const float* dout, size_t n, bool overwrite) {
   GRID_STRIDE(i, n) {
     const float x = inp[i];
     const float u = kSqrt2OverPi * (x + kGeluCubic * x * x * x);
     const float th = tanhf(u);
     const float sech2 = 1.0f - th * th;
     const float local = 0.5f * (1.0f + th) + 0.5f * x * sech2 * kSqrt2OverPi * (1.0f + 3.0f * kGeluCubic * x * x);
-    dinp[i] += local * dout[i];
+    if (overwrite)
+      dinp[i] = local * dout[i];
+    else
+      dinp[i] += local * dout[i];
   }
 }
 
@@ -61,9 +65,9 @@ void CudaBackend::gelu_forward(float* out, const float* inp, size_t n) {
   CUDA_CHECK_LAUNCH();
 }
 
-void CudaBackend::gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) {
+void CudaBackend::gelu_backward(float* dinp, const float* inp, const float* dout, size_t n, GradMode mode) {
   if (n == 0) return;
-  gelu_backward_kernel<<<grid_for(n), kThreads, 0, stream_>>>(dinp, inp, dout, n);
+  gelu_backward_kernel<<<grid_for(n), kThreads, 0, stream_>>>(dinp, inp, dout, n, mode == GradMode::overwrite);
   CUDA_CHECK_LAUNCH();
 }
 

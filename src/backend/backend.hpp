@@ -8,7 +8,12 @@
 //  - Linear weights are (OC, C) row-major: out = inp · weightᵀ + bias.
 //  - Every backward op ACCUMULATES (+=) into the gradients it writes (dinp, dweight,
 //    dbias), so residual branches and weight sharing need no extra adds. The caller zeroes
-//    gradient buffers at the start of an optimizer step / backward pass.
+//    gradient buffers at the start of an optimizer step / backward pass. Exception: the ops
+//    taking a GradMode (matmul_backward, gelu_backward) may instead OVERWRITE (=) their input
+//    gradient dinp, for a destination the caller would otherwise zero just before the call
+//    (an activation gradient): that saves the zero-fill pass and, in a GEMM, the read of the
+//    destination (beta = 0). Weight and bias gradients are always accumulated (gradient
+//    accumulation over micro-batches relies on it).
 //  - N = number of rows (B·T) where an op does not care about the sequence structure.
 #include <cstddef>
 #include <cstdint>
@@ -27,6 +32,11 @@ namespace competelm {
 //   bf16  operands rounded to bf16 (8-bit mantissa), fp32 accumulation (the fast mode).
 enum class Precision { fp32, tf32, bf16 };
 const char* precision_name(Precision p);
+
+// What a backward op does with its input-gradient destination dinp: add to it (+=) or
+// overwrite it (=, its prior contents never read: NaN there is harmless). Overwriting equals
+// accumulating into zeros, bit for bit (up to the sign of a zero).
+enum class GradMode { accumulate, overwrite };
 
 class Backend {
  public:
@@ -93,11 +103,12 @@ class Backend {
   virtual void matmul_forward(float* out /*(N,OC)*/, const float* inp /*(N,C)*/,
                               const float* weight /*(OC,C)*/, const float* bias /*(OC) or null*/,
                               int N, int C, int OC) = 0;
-  // dinp += dout · weight; dweight += doutᵀ · inp; dbias += Σ_rows dout. dbias may be null.
+  // dinp += dout · weight (dinp_mode overwrite: dinp = dout · weight, 0 when OC = 0);
+  // dweight += doutᵀ · inp; dbias += Σ_rows dout. dinp, dweight and dbias may each be null.
   virtual void matmul_backward(float* dinp /*(N,C)*/, float* dweight /*(OC,C)*/,
                                float* dbias /*(OC) or null*/, const float* dout /*(N,OC)*/,
                                const float* inp /*(N,C)*/, const float* weight /*(OC,C)*/,
-                               int N, int C, int OC) = 0;
+                               int N, int C, int OC, GradMode dinp_mode) = 0;
   // The first layer of an MLP: pre = inp · weightᵀ (+ bias), out = gelu(pre), exactly
   // matmul_forward then gelu_forward (pre is kept: gelu_backward needs it). The default is
   // those two calls; a backend may fuse the GELU into the GEMM's epilogue.
@@ -130,7 +141,8 @@ class Backend {
   // ---- pointwise -----------------------------------------------------------------------------
   // GELU, tanh approximation (as GPT-2).
   virtual void gelu_forward(float* out, const float* inp, size_t n) = 0;
-  virtual void gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) = 0;  // dinp +=
+  // dinp += gelu'(inp) · dout (mode overwrite: dinp = gelu'(inp) · dout).
+  virtual void gelu_backward(float* dinp, const float* inp, const float* dout, size_t n, GradMode mode) = 0;
   // out = a + b
   virtual void residual_forward(float* out, const float* a, const float* b, size_t n) = 0;
   // y += x

@@ -63,8 +63,9 @@ class ProfilingBackend : public Backend {
     timed("matmul", 2.0 * N * C * OC, [&] { in_.matmul_forward(out, inp, w, b, N, C, OC); });
   }
   void matmul_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp,
-                       const float* w, int N, int C, int OC) override {
-    timed("matmul", 4.0 * N * C * OC, [&] { in_.matmul_backward(dinp, dw, db, dout, inp, w, N, C, OC); });
+                       const float* w, int N, int C, int OC, GradMode dinp_mode) override {
+    timed("matmul", 4.0 * N * C * OC,
+          [&] { in_.matmul_backward(dinp, dw, db, dout, inp, w, N, C, OC, dinp_mode); });
   }
   void matmul_gelu_forward(float* pre, float* out, const float* inp, const float* w, const float* b, int N, int C,
                            int OC) override {  // the GELU rides on the GEMM: timed as "matmul", its FLOPs
@@ -81,8 +82,8 @@ class ProfilingBackend : public Backend {
   void gelu_forward(float* out, const float* inp, size_t n) override {
     timed("gelu", 0, [&] { in_.gelu_forward(out, inp, n); });
   }
-  void gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) override {
-    timed("gelu", 0, [&] { in_.gelu_backward(dinp, inp, dout, n); });
+  void gelu_backward(float* dinp, const float* inp, const float* dout, size_t n, GradMode mode) override {
+    timed("gelu", 0, [&] { in_.gelu_backward(dinp, inp, dout, n, mode); });
   }
   void residual_forward(float* out, const float* a, const float* b, size_t n) override {
     timed("residual", 0, [&] { in_.residual_forward(out, a, b, n); });

@@ -341,8 +341,10 @@ void GPT2::backward(float loss_scale) {
   be_.crossentropy_backward(dlogits, act(a.logits), act(a.losses), targets_dev_, loss_scale / N, N,
                             V, Vp);  // (B, T, Vp)
   float* dres = act(a.d_residual);  // (B, T, C) gradient w.r.t. the current residual stream
-  be_.zero(act(a.d_ln), bytes(a.d_ln));
-  be_.matmul_backward(act(a.d_ln), g("wte"), nullptr, dlogits, act(a.lnf), w("wte"), N, C, Vp);
+  // Activation gradients that one op produces whole are overwritten (GradMode::overwrite), not
+  // zeroed and accumulated into; dres collects several contributions and is zeroed once.
+  constexpr GradMode kSet = GradMode::overwrite;
+  be_.matmul_backward(act(a.d_ln), g("wte"), nullptr, dlogits, act(a.lnf), w("wte"), N, C, Vp, kSet);
   be_.zero(dres, bytes(a.d_residual));
   const float* last_residual = L > 0 ? act(a.residual3[L - 1]) : act(a.encoded);
   be_.layernorm_backward(dres, g("lnf.weight"), g("lnf.bias"), act(a.d_ln), last_residual,
@@ -353,31 +355,27 @@ void GPT2::backward(float loss_scale) {
     const float* residual_in = l > 0 ? act(a.residual3[l - 1]) : act(a.encoded);
     // dres is d(residual3[l]). FFN branch: residual3 = residual2 + FFN(ln2(residual2)), where FFN
     // is the dense MLP proj(gelu(fc(.))) or the MoE layer (whose aux losses are part of the loss).
-    be_.zero(act(a.d_ln), bytes(a.d_ln));
     if (MoeLayer* moe = moe_layers_[l].get()) {
+      be_.zero(act(a.d_ln), bytes(a.d_ln));  // the MoE layer accumulates several branches into it
       moe->backward(act(a.d_ln), dres, loss_scale);
     } else {
-      be_.zero(act(a.d_fch_gelu), bytes(a.d_fch_gelu));
       be_.matmul_backward(act(a.d_fch_gelu), g(p + "mlp.proj.weight"), g(p + "mlp.proj.bias"), dres,
-                          act(a.fch_gelu[l]), w(p + "mlp.proj.weight"), N, 4 * C, C);
-      be_.zero(act(a.d_fch), bytes(a.d_fch));
-      be_.gelu_backward(act(a.d_fch), act(a.fch[l]), act(a.d_fch_gelu), size_t(N) * 4 * C);
+                          act(a.fch_gelu[l]), w(p + "mlp.proj.weight"), N, 4 * C, C, kSet);
+      be_.gelu_backward(act(a.d_fch), act(a.fch[l]), act(a.d_fch_gelu), size_t(N) * 4 * C, kSet);
       be_.matmul_backward(act(a.d_ln), g(p + "mlp.fc.weight"), g(p + "mlp.fc.bias"), act(a.d_fch),
-                          act(a.ln2[l]), w(p + "mlp.fc.weight"), N, C, 4 * C);
+                          act(a.ln2[l]), w(p + "mlp.fc.weight"), N, C, 4 * C, kSet);
     }
     be_.layernorm_backward(dres, g(p + "ln2.weight"), g(p + "ln2.bias"), act(a.d_ln),
                            act(a.residual2[l]), w(p + "ln2.weight"), act(a.ln2_mean[l]),
                            act(a.ln2_rstd[l]), N, C);
     // dres is now d(residual2[l]). Attention branch: residual2 = x + proj(attn(qkv(ln1(x)))).
-    be_.zero(act(a.d_atty), bytes(a.d_atty));
     be_.matmul_backward(act(a.d_atty), g(p + "attn.proj.weight"), g(p + "attn.proj.bias"), dres,
-                        act(a.atty[l]), w(p + "attn.proj.weight"), N, C, C);
+                        act(a.atty[l]), w(p + "attn.proj.weight"), N, C, C, kSet);
     be_.zero(act(a.d_qkv), bytes(a.d_qkv));
     be_.attention_backward(act(a.d_qkv), act(a.d_att_scratch), act(a.d_atty), act(a.atty[l]),
                            act(a.qkv[l]), act(a.att[l]), B, T, C, NH);
-    be_.zero(act(a.d_ln), bytes(a.d_ln));
     be_.matmul_backward(act(a.d_ln), g(p + "attn.qkv.weight"), g(p + "attn.qkv.bias"), act(a.d_qkv),
-                        act(a.ln1[l]), w(p + "attn.qkv.weight"), N, C, 3 * C);
+                        act(a.ln1[l]), w(p + "attn.qkv.weight"), N, C, 3 * C, kSet);
     be_.layernorm_backward(dres, g(p + "ln1.weight"), g(p + "ln1.bias"), act(a.d_ln), residual_in,
                            w(p + "ln1.weight"), act(a.ln1_mean[l]), act(a.ln1_rstd[l]), N, C);
     // dres is now d(residual3[l-1]) = d(block input).

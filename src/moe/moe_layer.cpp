@@ -102,15 +102,14 @@ void ffn_forward(Backend& be, const FfnWeights& w, float* h, float* a, float* o,
 
 // dx += ∂L/∂x and the weight gradients, given d_o = ∂L/∂o (n,C). dh (n,H) is scratch. The
 // forward's a is overwritten with ∂L/∂h: it is no longer needed once the proj weight gradient
-// is formed. dx may alias d_o (then d_o is consumed and replaced by ∂L/∂x).
+// is formed. dx may alias d_o (then d_o is consumed and replaced by ∂L/∂x: dx = ∂L/∂x).
+// The scratch gradients are overwritten (GradMode::overwrite), never zeroed first.
 void ffn_backward(Backend& be, const FfnWeights& w, float* dx, const float* d_o, const float* h, float* a,
                   const float* x, float* dh, int n, int C, int H) {
-  be.zero(dh, sizeof(float) * size_t(n) * H);
-  be.matmul_backward(dh, w.dproj_w, w.dproj_b, d_o, a, w.proj_w, n, H, C);  // ∂L/∂a
-  be.zero(a, sizeof(float) * size_t(n) * H);
-  be.gelu_backward(a, h, dh, size_t(n) * H);  // a := ∂L/∂h
-  if (dx == d_o) be.zero(dx, sizeof(float) * size_t(n) * C);
-  be.matmul_backward(dx, w.dfc_w, w.dfc_b, a, x, w.fc_w, n, C, H);
+  be.matmul_backward(dh, w.dproj_w, w.dproj_b, d_o, a, w.proj_w, n, H, C, GradMode::overwrite);  // ∂L/∂a
+  be.gelu_backward(a, h, dh, size_t(n) * H, GradMode::overwrite);                                // a := ∂L/∂h
+  be.matmul_backward(dx, w.dfc_w, w.dfc_b, a, x, w.fc_w, n, C, H,
+                     dx == d_o ? GradMode::overwrite : GradMode::accumulate);
 }
 
 }  // namespace
@@ -398,7 +397,7 @@ void MoeLayer::backward(float* dinp, const float* dout, float aux_scale) {
                  b.sh_a + size_t(s) * N * H, inp, b.d_hid, N, C, H);
 
   // Router: dW_r += dgᵀ x, dinp += dg · W_r.
-  be_.matmul_backward(dinp, b.dwr, nullptr, b.dlogits, inp, b.wr, N, C, E);
+  be_.matmul_backward(dinp, b.dwr, nullptr, b.dlogits, inp, b.wr, N, C, E, GradMode::accumulate);
 }
 
 // ---- the experts over the sorted rows: local, or dispatched to their ranks -----------------

@@ -180,14 +180,19 @@ int main(int argc, char** argv) {
     cpu::gelu_forward(ref.data(), x.data(), n);
     float* o = d.up(h.randv(n)); be.gelu_forward(o, px, n);
     std::snprintf(name, sizeof name, "gelu_forward n=%zu", n); h.check(name, d.down(o, n), ref, 1e-6);
-    V gref = g0; cpu::gelu_backward(gref.data(), x.data(), y.data(), n);
-    float* pg = d.up(g0); be.gelu_backward(pg, px, py, n);
+    V gref = g0; cpu::gelu_backward(gref.data(), x.data(), y.data(), n, GradMode::accumulate);
+    float* pg = d.up(g0); be.gelu_backward(pg, px, py, n, GradMode::accumulate);
     V dref(n);  // double-precision reference
     for (size_t i = 0; i < n; ++i) { const double xx = x[i], u = 0.7978845608028654 * (xx + 0.044715 * xx * xx * xx), th = std::tanh(u);
       dref[i] = float(g0[i] + y[i] * (0.5 * (1 + th) + 0.5 * xx * (1 - th * th) * 0.7978845608028654 * (1 + 3 * 0.044715 * xx * xx))); }
     std::snprintf(name, sizeof name, "gelu_backward n=%zu (vs cpu)", n); h.check(name, d.down(pg, n), gref, 5e-6);
     std::snprintf(name, sizeof name, "gelu_backward n=%zu (gpu vs double)", n); h.check(name, d.down(pg, n), dref, 1e-6);
     std::snprintf(name, sizeof name, "gelu_backward n=%zu (cpu vs double)", n); h.check(name, gref, dref, 1e-5);
+    {  // GradMode::overwrite: a NaN pre-fill is never read (a NaN left fails the check)
+      V zref(n, 0.0f); cpu::gelu_backward(zref.data(), x.data(), y.data(), n, GradMode::accumulate);
+      float* pz = d.up(V(n, std::nanf(""))); be.gelu_backward(pz, px, py, n, GradMode::overwrite);
+      std::snprintf(name, sizeof name, "gelu_backward n=%zu overwrite over NaN", n); h.check(name, d.down(pz, n), zref, 5e-6);
+    }
     cpu::residual_forward(ref.data(), x.data(), y.data(), n);
     o = d.up(h.randv(n)); be.residual_forward(o, px, py, n);
     std::snprintf(name, sizeof name, "residual_forward n=%zu", n); h.check(name, d.down(o, n), ref, 0);
@@ -284,14 +289,33 @@ int main(int argc, char** argv) {
       h.check(name, d.down(out, out_ref.size()), out_ref, 1e-5);
       auto dx0 = h.randv(x.size()), dw0 = h.randv(w.size()), db0 = h.randv(OC);
       V dx_ref = dx0, dw_ref = dw0, db_ref = db0;
-      cpu::matmul_backward(dx_ref.data(), dw_ref.data(), db_ref.data(), dout.data(), x.data(), w.data(), N, C, OC);
+      cpu::matmul_backward(dx_ref.data(), dw_ref.data(), db_ref.data(), dout.data(), x.data(), w.data(), N, C, OC, GradMode::accumulate);
       float *dx = d.up(dx0), *dw = d.up(dw0), *db = d.up(db0);
-      be.matmul_backward(dx, dw, db, pd, px, pw, N, C, OC);
+      be.matmul_backward(dx, dw, db, pd, px, pw, N, C, OC, GradMode::accumulate);
       std::snprintf(name, sizeof name, "matmul_backward N=%d C=%d OC=%d dinp", N, C, OC);
       h.check(name, d.down(dx, x.size()), dx_ref, 5e-5);
       h.check("  dweight", d.down(dw, w.size()), dw_ref, 1e-5);
       h.check("  dbias", d.down(db, OC), db_ref, 1e-5);
+      // GradMode::overwrite (beta = 0): dinp pre-filled with NaN comes out as the product alone;
+      // dweight and dbias still accumulate.
+      V dx_zero(x.size(), 0.0f);
+      cpu::matmul_backward(dx_zero.data(), nullptr, nullptr, dout.data(), x.data(), w.data(), N, C, OC, GradMode::accumulate);
+      float *dxn = d.up(V(x.size(), std::nanf(""))), *dw2 = d.up(dw0), *db2 = d.up(db0);
+      be.matmul_backward(dxn, dw2, db2, pd, px, pw, N, C, OC, GradMode::overwrite);
+      std::snprintf(name, sizeof name, "matmul_backward N=%d C=%d OC=%d dinp overwrite", N, C, OC);
+      h.check(name, d.down(dxn, x.size()), dx_zero, 5e-5);
+      h.check("  dweight (accumulated)", d.down(dw2, w.size()), dw_ref, 1e-5);
+      h.check("  dbias (accumulated)", d.down(db2, OC), db_ref, 1e-5);
     }
+  }
+  {  // an empty inner dimension (OC = 0): overwrite leaves zeros, accumulate leaves dinp as it was
+    const int N = 6, C = 5;
+    auto x = h.randv(size_t(N) * C), dx0 = h.randv(size_t(N) * C);
+    float *px = d.up(x), *dxn = d.up(V(x.size(), std::nanf(""))), *dxa = d.up(dx0);
+    be.matmul_backward(dxn, nullptr, nullptr, px, px, px, N, C, 0, GradMode::overwrite);
+    be.matmul_backward(dxa, nullptr, nullptr, px, px, px, N, C, 0, GradMode::accumulate);
+    h.check("matmul_backward OC=0 overwrite: zeros", d.down(dxn, x.size()), V(x.size(), 0.0f), 0);
+    h.check("matmul_backward OC=0 accumulate: unchanged", d.down(dxa, x.size()), dx0, 0);
   }
   // ---- matmul in bf16: operands converted to packed bf16 (flat and strided paths) ----
   // Inputs already representable in bf16, so the bf16 GEMM is exact up to accumulation order.
@@ -315,12 +339,19 @@ int main(int argc, char** argv) {
     auto dx0 = h.randv(size_t(N) * C), dw0 = h.randv(size_t(OC) * C);
     V dx_ref = dx0, dw_ref = dw0;
     cpu::matmul_backward(dx_ref.data(), dw_ref.data(), nullptr, dout.data() + off, x.data() + off, w.data() + off,
-                         N, C, OC);
+                         N, C, OC, GradMode::accumulate);
     float *dx = d.up(dx0), *dw = d.up(dw0);
-    be.matmul_backward(dx, dw, nullptr, pd, px, pw, N, C, OC);
+    be.matmul_backward(dx, dw, nullptr, pd, px, pw, N, C, OC, GradMode::accumulate);
     std::snprintf(name, sizeof name, "matmul_backward bf16 N=%d C=%d OC=%d dinp", N, C, OC);
     h.check(name, d.down(dx, dx0.size()), dx_ref, 5e-5);
     h.check("  dweight", d.down(dw, dw0.size()), dw_ref, 1e-5);
+    V dx_zero(dx0.size(), 0.0f);
+    cpu::matmul_backward(dx_zero.data(), nullptr, nullptr, dout.data() + off, x.data() + off, w.data() + off, N, C, OC,
+                         GradMode::accumulate);
+    float* dxn = d.up(V(dx0.size(), std::nanf("")));
+    be.matmul_backward(dxn, nullptr, nullptr, pd, px, pw, N, C, OC, GradMode::overwrite);
+    std::snprintf(name, sizeof name, "matmul_backward bf16 N=%d C=%d OC=%d dinp overwrite", N, C, OC);
+    h.check(name, d.down(dxn, dx0.size()), dx_zero, 5e-5);
   }
   be.set_precision(competelm::Precision::fp32);
   // ---- matmul + GELU (GELU_AUX_BIAS epilogue, switched on here) vs CPU matmul + gelu ----

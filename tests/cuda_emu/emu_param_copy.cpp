@@ -166,7 +166,7 @@ void check_matmul(Tally& t, cuda::CudaBackend& be, emutest::Dev& d, const Shape&
     be.matmul_forward(out, px, w, bias, N, C, OC);
     be.upload(dx, dx0.data(), dx0.size() * 4);
     be.upload(dw, dw0.data(), dw0.size() * 4);
-    be.matmul_backward(dx, dw, nullptr, pd, px, w, N, C, OC);
+    be.matmul_backward(dx, dw, nullptr, pd, px, w, N, C, OC, GradMode::accumulate);
     r.out = d.down(out, size_t(N) * OC);
     r.dx = d.down(dx, dx0.size());
     r.dw = d.down(dw, dw0.size());
@@ -214,8 +214,8 @@ void check_matmul(Tally& t, cuda::CudaBackend& be, emutest::Dev& d, const Shape&
   const float* b = params.data() + off + size_t(OC) * C;
   cpu::matmul_forward(out_ref.data(), x_r.data(), w_sr.data(), b, N, C, OC);
   cpu::matmul_forward(out_fp32.data(), x.data(), params.data() + off, b, N, C, OC);
-  cpu::matmul_backward(dx_ref.data(), dw_ref.data(), nullptr, dout_r.data(), x_r.data(), w_sr.data(), N, C, OC);
-  cpu::matmul_backward(dx_fp32.data(), nullptr, nullptr, dout.data(), x.data(), params.data() + off, N, C, OC);
+  cpu::matmul_backward(dx_ref.data(), dw_ref.data(), nullptr, dout_r.data(), x_r.data(), w_sr.data(), N, C, OC, GradMode::accumulate);
+  cpu::matmul_backward(dx_fp32.data(), nullptr, nullptr, dout.data(), x.data(), params.data() + off, N, C, OC, GradMode::accumulate);
   auto err = [](const V& got, const V& ref) {
     double e = 0;
     for (size_t i = 0; i < ref.size(); ++i) e = std::max(e, std::abs(double(got[i]) - ref[i]) / (1.0 + std::abs(ref[i])));

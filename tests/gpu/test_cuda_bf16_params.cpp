@@ -179,7 +179,7 @@ TEST_CASE("bf16 GEMMs read the parameter copy; writes into the range fall back t
     be.matmul_forward(out.cuda, px.cuda, w, bias, N, C, OC);
     be.upload(dx.cuda, dx0.data(), dx0.size() * sizeof(float));
     be.upload(dw.cuda, dw0.data(), dw0.size() * sizeof(float));
-    be.matmul_backward(dx.cuda, dw.cuda, nullptr, pd.cuda, px.cuda, w, N, C, OC);
+    be.matmul_backward(dx.cuda, dw.cuda, nullptr, pd.cuda, px.cuda, w, N, C, OC, GradMode::accumulate);
     return Result{out.host_cuda(), dx.host_cuda(), dw.host_cuda()};
   };
   auto per_call = [&] {
@@ -224,8 +224,8 @@ TEST_CASE("bf16 GEMMs read the parameter copy; writes into the range fall back t
     std::vector<float> o_ref(size_t(N) * OC), o_fp(size_t(N) * OC), dx_ref = dx0, dx_fp = dx0;
     cpu.matmul_forward(o_ref.data(), x_r.data(), w_sr.data(), b, N, C, OC);
     cpu.matmul_forward(o_fp.data(), x.data(), params.data() + off, b, N, C, OC);
-    cpu.matmul_backward(dx_ref.data(), nullptr, nullptr, dout_r.data(), x_r.data(), w_sr.data(), N, C, OC);
-    cpu.matmul_backward(dx_fp.data(), nullptr, nullptr, dout.data(), x.data(), params.data() + off, N, C, OC);
+    cpu.matmul_backward(dx_ref.data(), nullptr, nullptr, dout_r.data(), x_r.data(), w_sr.data(), N, C, OC, GradMode::accumulate);
+    cpu.matmul_backward(dx_fp.data(), nullptr, nullptr, dout.data(), x.data(), params.data() + off, N, C, OC, GradMode::accumulate);
     require_close(o_ref, r.out, 1e-4, 1e-4, "SR copy: out vs CPU on the same operands");
     require_close(dx_ref, r.dx, 1e-4, 1e-4, "SR copy: dinp vs CPU on the same operands");
     const float* wf = params.data() + off;

@@ -240,8 +240,8 @@ void check_matmul(const MatmulShape& s, bool with_bias, size_t offset, double rt
   Twin<float> dinp(p, dinp0), dw(p, dw0), db(p, db0), dout(p, rnd(o + size_t(s.N) * s.OC, 38, 1.0f));
   float* dbc = with_bias ? db.cpu + o : nullptr;
   float* dbg = with_bias ? db.cuda + o : nullptr;
-  p.cpu->matmul_backward(dinp.cpu + o, dw.cpu + o, dbc, dout.cpu + o, inp.cpu + o, w.cpu + o, s.N, s.C, s.OC);
-  p.cuda->matmul_backward(dinp.cuda + o, dw.cuda + o, dbg, dout.cuda + o, inp.cuda + o, w.cuda + o, s.N, s.C, s.OC);
+  p.cpu->matmul_backward(dinp.cpu + o, dw.cpu + o, dbc, dout.cpu + o, inp.cpu + o, w.cpu + o, s.N, s.C, s.OC, GradMode::accumulate);
+  p.cuda->matmul_backward(dinp.cuda + o, dw.cuda + o, dbg, dout.cuda + o, inp.cuda + o, w.cuda + o, s.N, s.C, s.OC, GradMode::accumulate);
   require_close(dinp, rtol, atol, "dinp");
   require_close(dw, rtol, atol, "dweight");
   require_close(db, rtol, atol, "dbias");  // untouched (= pre-fill) without a bias
@@ -249,7 +249,7 @@ void check_matmul(const MatmulShape& s, bool with_bias, size_t offset, double rt
   // Deterministic: the backward again from the same pre-fill.
   Dev dinp2(*p.cuda, dinp0), dw2(*p.cuda, dw0), db2(*p.cuda, db0);
   p.cuda->matmul_backward(dinp2.p + o, dw2.p + o, with_bias ? db2.p + o : nullptr, dout.cuda + o, inp.cuda + o,
-                          w.cuda + o, s.N, s.C, s.OC);
+                          w.cuda + o, s.N, s.C, s.OC, GradMode::accumulate);
   REQUIRE(bit_equal(dinp2.host(), dinp.host_cuda()));
   REQUIRE(bit_equal(dw2.host(), dw.host_cuda()));
   REQUIRE(bit_equal(db2.host(), db.host_cuda()));
@@ -277,16 +277,16 @@ TEST_CASE("cuda matmul backward with null dinp / dweight / dbias touches only th
   const int N = 9, C = 20, OC = 11;
   Twin<float> inp(p, randn(size_t(N) * C, 41)), w(p, randn(size_t(OC) * C, 42)), dout(p, randn(size_t(N) * OC, 43));
   Twin<float> dinp(p, randn(size_t(N) * C, 44)), dw(p, randn(size_t(OC) * C, 45)), db(p, randn(size_t(OC), 46));
-  p.cpu->matmul_backward(nullptr, dw.cpu, nullptr, dout.cpu, inp.cpu, w.cpu, N, C, OC);
-  p.cuda->matmul_backward(nullptr, dw.cuda, nullptr, dout.cuda, inp.cuda, w.cuda, N, C, OC);
-  p.cpu->matmul_backward(dinp.cpu, nullptr, db.cpu, dout.cpu, inp.cpu, w.cpu, N, C, OC);
-  p.cuda->matmul_backward(dinp.cuda, nullptr, db.cuda, dout.cuda, inp.cuda, w.cuda, N, C, OC);
+  p.cpu->matmul_backward(nullptr, dw.cpu, nullptr, dout.cpu, inp.cpu, w.cpu, N, C, OC, GradMode::accumulate);
+  p.cuda->matmul_backward(nullptr, dw.cuda, nullptr, dout.cuda, inp.cuda, w.cuda, N, C, OC, GradMode::accumulate);
+  p.cpu->matmul_backward(dinp.cpu, nullptr, db.cpu, dout.cpu, inp.cpu, w.cpu, N, C, OC, GradMode::accumulate);
+  p.cuda->matmul_backward(dinp.cuda, nullptr, db.cuda, dout.cuda, inp.cuda, w.cuda, N, C, OC, GradMode::accumulate);
   require_close(dinp, 1e-5, 1e-5, "dinp");
   require_close(dw, 1e-5, 1e-5, "dweight");
   require_close(db, 1e-5, 1e-5, "dbias");
   // N = 0 (an expert without tokens) is a no-op.
   p.cuda->matmul_forward(dinp.cuda, inp.cuda, w.cuda, nullptr, 0, C, OC);
-  p.cuda->matmul_backward(dinp.cuda, dw.cuda, db.cuda, dout.cuda, inp.cuda, w.cuda, 0, C, OC);
+  p.cuda->matmul_backward(dinp.cuda, dw.cuda, db.cuda, dout.cuda, inp.cuda, w.cuda, 0, C, OC, GradMode::accumulate);
   require_close(dinp, 1e-5, 1e-5, "dinp after N = 0");
 }
 
@@ -324,8 +324,8 @@ TEST_CASE("cuda gelu, residual, accumulate and scale match the CPU", "[cuda][poi
     require_close(out, 1e-5, 1e-6, "gelu");
     const std::vector<float> d0 = randn(n, 54);
     Twin<float> dinp(p, d0);
-    p.cpu->gelu_backward(dinp.cpu, x.cpu, y.cpu, n);
-    p.cuda->gelu_backward(dinp.cuda, x.cuda, y.cuda, n);
+    p.cpu->gelu_backward(dinp.cpu, x.cpu, y.cpu, n, GradMode::accumulate);
+    p.cuda->gelu_backward(dinp.cuda, x.cuda, y.cuda, n, GradMode::accumulate);
     require_close(dinp, 1e-5, 1e-5, "gelu backward (+=)");
 
     p.cpu->residual_forward(out.cpu, x.cpu, y.cpu, n);

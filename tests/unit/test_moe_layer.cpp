@@ -23,6 +23,7 @@
 
 using competelm::BalanceLoss;
 using competelm::CompetitionScore;
+using competelm::GradMode;
 using competelm::MoeLayer;
 using competelm::MoeLayerStats;
 using competelm::MoeOptions;
@@ -451,9 +452,9 @@ TEST_CASE("moe E=1 K=1 equals the dense MLP", "[moe]") {
       dh(size_t(N) * H, 0.0f);
   hs.layer->backward(dinp.data(), w.data(), 1.0f);
   std::vector<float> dw2(size_t(C) * H), db2(C), dw1(size_t(H) * C), db1(H);
-  be.matmul_backward(da.data(), dw2.data(), db2.data(), w.data(), a.data(), hs.param("experts.proj.weight"), N, H, C);
-  be.gelu_backward(dh.data(), h.data(), da.data(), dh.size());
-  be.matmul_backward(dref.data(), dw1.data(), db1.data(), dh.data(), x.data(), hs.param("experts.fc.weight"), N, C, H);
+  be.matmul_backward(da.data(), dw2.data(), db2.data(), w.data(), a.data(), hs.param("experts.proj.weight"), N, H, C, GradMode::accumulate);
+  be.gelu_backward(dh.data(), h.data(), da.data(), dh.size(), GradMode::accumulate);
+  be.matmul_backward(dref.data(), dw1.data(), db1.data(), dh.data(), x.data(), hs.param("experts.fc.weight"), N, C, H, GradMode::accumulate);
   for (size_t i = 0; i < dinp.size(); i++) REQUIRE(dinp[i] == Approx(dref[i]).margin(1e-6));
   const std::vector<float> g1 = hs.grad("experts.fc.weight"), g2 = hs.grad("experts.proj.weight");
   for (size_t i = 0; i < g1.size(); i++) REQUIRE(g1[i] == Approx(dw1[i]).margin(1e-6));

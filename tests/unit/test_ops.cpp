@@ -19,6 +19,7 @@
 #include "core/rng.hpp"
 #include "fd_check.hpp"
 
+using competelm::GradMode;
 using competelm::Rng;
 using competelm::cpu::CpuBackend;
 using namespace competelm::test;
@@ -257,14 +258,14 @@ TEST_CASE("matmul forward and backward match the double reference and FD", "[ops
 
     std::vector<float> dx(x.size(), 0.0f), dw(wt.size(), 0.0f), db(OC, 0.0f);
     float* dbp = with_bias ? db.data() : nullptr;
-    be.matmul_backward(dx.data(), dw.data(), dbp, w.data(), x.data(), wt.data(), N, C, OC);
+    be.matmul_backward(dx.data(), dw.data(), dbp, w.data(), x.data(), wt.data(), N, C, OC, GradMode::accumulate);
     CHECK(rel_error(dx, fd_gradient(xd, [&](const auto& v) { return weighted_sum(ref_matmul(v, wd, bptr, N, C, OC), w); })) <= kGradTol);
     CHECK(rel_error(dw, fd_gradient(wd, [&](const auto& v) { return weighted_sum(ref_matmul(xd, v, bptr, N, C, OC), w); })) <= kGradTol);
     if (with_bias)
       CHECK(rel_error(db, fd_gradient(bd, [&](const auto& v) { return weighted_sum(ref_matmul(xd, wd, &v, N, C, OC), w); })) <= kGradTol);
 
     auto dx1 = dx, dw1 = dw, db1 = db;
-    be.matmul_backward(dx.data(), dw.data(), dbp, w.data(), x.data(), wt.data(), N, C, OC);
+    be.matmul_backward(dx.data(), dw.data(), dbp, w.data(), x.data(), wt.data(), N, C, OC, GradMode::accumulate);
     require_doubled(dx, dx1);
     require_doubled(dw, dw1);
     if (with_bias) require_doubled(db, db1);
@@ -294,7 +295,7 @@ TEST_CASE("matmul at sizes where OpenBLAS and OpenMP split the work", "[ops]") {
   }
 
   std::vector<float> dx(x.size(), 0.0f), dw(wt.size(), 0.0f), db(oc, 0.0f);
-  be.matmul_backward(dx.data(), dw.data(), db.data(), dout.data(), x.data(), wt.data(), n, c, oc);
+  be.matmul_backward(dx.data(), dw.data(), db.data(), dout.data(), x.data(), wt.data(), n, c, oc, GradMode::accumulate);
   // exact formulas in double: dx = dout·W, dW = doutᵀ·x, db = Σ_rows dout
   std::vector<double> rdx(dx.size(), 0.0), rdw(dw.size(), 0.0), rdb(oc, 0.0);
   for (int i = 0; i < n; i++)
@@ -388,10 +389,10 @@ TEST_CASE("gelu forward and backward match the double reference and FD", "[ops]"
   be.gelu_forward(out.data(), x.data(), x.size());
   CHECK(rel_error(out, ref_gelu(xd)) <= kForwardTol);
   std::vector<float> dx(x.size(), 0.0f);
-  be.gelu_backward(dx.data(), x.data(), w.data(), x.size());
+  be.gelu_backward(dx.data(), x.data(), w.data(), x.size(), GradMode::accumulate);
   CHECK(rel_error(dx, fd_gradient(xd, [&](const auto& v) { return weighted_sum(ref_gelu(v), w); })) <= kGradTol);
   auto dx1 = dx;
-  be.gelu_backward(dx.data(), x.data(), w.data(), x.size());
+  be.gelu_backward(dx.data(), x.data(), w.data(), x.size(), GradMode::accumulate);
   require_doubled(dx, dx1);
 }
 
@@ -626,11 +627,11 @@ std::vector<float> mini_step(int threads) {
   std::vector<float> dwte(wte.size()), dwpe(wpe.size()), dlnw(c), dlnb(c), dwqkv(wqkv.size()), dbqkv(3 * c),
       dge(nc), dres(nc), dqkv(qkv.size()), dln(nc), dx(nc), scratch(att.size());
   be.crossentropy_backward(logits.data(), logits.data(), losses.data(), targets.data(), 1.0f / n, n, v, vp);
-  be.matmul_backward(dge.data(), dwte.data(), nullptr, logits.data(), ge.data(), wte.data(), n, c, vp);
-  be.gelu_backward(dres.data(), res.data(), dge.data(), nc);
+  be.matmul_backward(dge.data(), dwte.data(), nullptr, logits.data(), ge.data(), wte.data(), n, c, vp, GradMode::accumulate);
+  be.gelu_backward(dres.data(), res.data(), dge.data(), nc, GradMode::accumulate);
   be.accumulate(dx.data(), dres.data(), nc);
   be.attention_backward(dqkv.data(), scratch.data(), dres.data(), ao.data(), qkv.data(), att.data(), b, t, c, nh);
-  be.matmul_backward(dln.data(), dwqkv.data(), dbqkv.data(), dqkv.data(), ln.data(), wqkv.data(), n, c, 3 * c);
+  be.matmul_backward(dln.data(), dwqkv.data(), dbqkv.data(), dqkv.data(), ln.data(), wqkv.data(), n, c, 3 * c, GradMode::accumulate);
   be.layernorm_backward(dx.data(), dlnw.data(), dlnb.data(), dln.data(), x.data(), lnw.data(), mean.data(), rstd.data(), n, c);
   be.encoder_backward(dwte.data(), dwpe.data(), dx.data(), tokens.data(), b, t, c);
   const double norm2 = be.sum_squares(dwte.data(), dwte.size());

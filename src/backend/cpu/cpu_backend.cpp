@@ -89,8 +89,9 @@ void CpuBackend::matmul_forward(float* out, const float* inp, const float* weigh
   cpu::matmul_forward(out, inp, weight, bias, N, C, OC);
 }
 void CpuBackend::matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
-                                 const float* inp, const float* weight, int N, int C, int OC) {
-  cpu::matmul_backward(dinp, dweight, dbias, dout, inp, weight, N, C, OC);
+                                 const float* inp, const float* weight, int N, int C, int OC,
+                                 GradMode dinp_mode) {
+  cpu::matmul_backward(dinp, dweight, dbias, dout, inp, weight, N, C, OC, dinp_mode);
 }
 void CpuBackend::attention_forward(float* out, float* att, const float* qkv, int B, int T,
                                    int C, int NH) {
@@ -105,8 +106,9 @@ void CpuBackend::attention_backward(float* dqkv, float* scratch, const float* do
 void CpuBackend::gelu_forward(float* out, const float* inp, size_t n) {
   cpu::gelu_forward(out, inp, n);
 }
-void CpuBackend::gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) {
-  cpu::gelu_backward(dinp, inp, dout, n);
+void CpuBackend::gelu_backward(float* dinp, const float* inp, const float* dout, size_t n,
+                               GradMode mode) {
+  cpu::gelu_backward(dinp, inp, dout, n, mode);
 }
 void CpuBackend::residual_forward(float* out, const float* a, const float* b, size_t n) {
   cpu::residual_forward(out, a, b, n);

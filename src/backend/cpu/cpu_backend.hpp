@@ -36,13 +36,14 @@ class CpuBackend final : public Backend {
   void matmul_forward(float* out, const float* inp, const float* weight, const float* bias,
                       int N, int C, int OC) override;
   void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
-                       const float* inp, const float* weight, int N, int C, int OC) override;
+                       const float* inp, const float* weight, int N, int C, int OC,
+                       GradMode dinp_mode) override;
   void attention_forward(float* out, float* att, const float* qkv, int B, int T, int C,
                          int NH) override;
   void attention_backward(float* dqkv, float* scratch, const float* dout, const float* out,
                           const float* qkv, const float* att, int B, int T, int C, int NH) override;
   void gelu_forward(float* out, const float* inp, size_t n) override;
-  void gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) override;
+  void gelu_backward(float* dinp, const float* inp, const float* dout, size_t n, GradMode mode) override;
   void residual_forward(float* out, const float* a, const float* b, size_t n) override;
   void accumulate(float* y, const float* x, size_t n) override;
   void scale(float* x, float s, size_t n) override;

@@ -27,10 +27,10 @@ void gelu_forward(float* out, const float* inp, size_t n) {
   parallel_chunks(n, [&](size_t lo, size_t len) { simd::kernels().gelu_forward(out + lo, inp + lo, len); });
 }
 
-void gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) {
-  parallel_chunks(n, [&](size_t lo, size_t len) {
-    simd::kernels().gelu_backward(dinp + lo, inp + lo, dout + lo, len);
-  });
+void gelu_backward(float* dinp, const float* inp, const float* dout, size_t n, GradMode mode) {
+  const simd::Kernels& k = simd::kernels();
+  const auto kernel = mode == GradMode::overwrite ? k.gelu_backward_set : k.gelu_backward;
+  parallel_chunks(n, [&](size_t lo, size_t len) { kernel(dinp + lo, inp + lo, dout + lo, len); });
 }
 
 }  // namespace competelm::cpu

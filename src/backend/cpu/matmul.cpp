@@ -21,9 +21,15 @@ void matmul_forward(float* out /*(N,OC)*/, const float* inp /*(N,C)*/,
 void matmul_backward(float* dinp /*(N,C)*/, float* dweight /*(OC,C)*/,
                      float* dbias /*(OC) or null*/, const float* dout /*(N,OC)*/,
                      const float* inp /*(N,C)*/, const float* weight /*(OC,C)*/, int N, int C,
-                     int OC) {
-  // dinp (N,C) += dout (N,OC) · weight (OC,C)
-  if (dinp) sgemm_parallel(CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, weight, C, 1.0f, dinp, C);
+                     int OC, GradMode dinp_mode) {
+  const bool overwrite = dinp_mode == GradMode::overwrite;
+  // dinp (N,C) += dout (N,OC) · weight (OC,C); overwrite: beta = 0, dinp is never read. An
+  // empty inner dimension leaves the sum empty: 0 (and no sgemm with a zero leading dimension).
+  if (dinp && OC == 0 && overwrite && N > 0 && C > 0)
+    std::memset(dinp, 0, sizeof(float) * static_cast<size_t>(N) * static_cast<size_t>(C));
+  else if (dinp && OC > 0)
+    sgemm_parallel(CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, weight, C, overwrite ? 0.0f : 1.0f, dinp,
+                   C);
   // dweight (OC,C) += doutᵀ (OC,N) · inp (N,C)
   if (dweight) sgemm_parallel(CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dweight, C);
   if (dbias) {

@@ -1,11 +1,14 @@
 #pragma once
 // The CPU backend's ops as free functions (fp32, host memory, OpenMP + OpenBLAS). Each has
 // the signature and contract of the Backend method of the same name (see backend.hpp):
-// backward ops ACCUMULATE into their gradients, crossentropy_backward may run in place.
+// backward ops ACCUMULATE into their gradients (matmul_backward and gelu_backward may
+// overwrite dinp instead: GradMode), crossentropy_backward may run in place.
 // Every op is deterministic for a given thread count: reductions across threads combine
 // per-thread (or per-block) partials in a fixed order, never in arrival order.
 #include <cstddef>
 #include <cstdint>
+
+#include "backend/backend.hpp"  // GradMode
 
 namespace competelm::cpu {
 
@@ -29,9 +32,10 @@ void residual_layernorm_forward(float* res, const float* x, float* out, float* m
 // ---- linear layers through cblas_sgemm (matmul.cpp) -------------------------------------------
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias,
                     int N, int C, int OC);
-// dinp, dweight, dbias may each be null (that gradient is then not computed).
+// dinp, dweight, dbias may each be null (that gradient is then not computed); dinp_mode
+// overwrite: dinp = dout · weight (sgemm beta = 0) instead of +=.
 void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
-                     const float* inp, const float* weight, int N, int C, int OC);
+                     const float* inp, const float* weight, int N, int C, int OC, GradMode dinp_mode);
 
 // ---- causal self-attention (attention.cpp), scale 1/sqrt(hs) -----------------------------------
 void attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH);
@@ -40,7 +44,7 @@ void attention_backward(float* dqkv, float* scratch, const float* dout, const fl
 
 // ---- pointwise (gelu.cpp, residual.cpp) ---------------------------------------------------------
 void gelu_forward(float* out, const float* inp, size_t n);
-void gelu_backward(float* dinp, const float* inp, const float* dout, size_t n);
+void gelu_backward(float* dinp, const float* inp, const float* dout, size_t n, GradMode mode);
 void residual_forward(float* out, const float* a, const float* b, size_t n);
 void accumulate(float* y, const float* x, size_t n);
 void scale(float* x, float s, size_t n);

@@ -37,7 +37,8 @@ struct Kernels {
   void (*tanh)(float* out, const float* x, size_t n);
   SoftmaxStats (*softmax_stats)(const float* x, size_t n);  // n ≥ 1
   void (*gelu_forward)(float* out, const float* inp, size_t n);
-  void (*gelu_backward)(float* dinp, const float* inp, const float* dout, size_t n);  // accumulates
+  void (*gelu_backward)(float* dinp, const float* inp, const float* dout, size_t n);      // accumulates
+  void (*gelu_backward_set)(float* dinp, const float* inp, const float* dout, size_t n);  // overwrites
   double (*sum_squares)(const float* x, size_t n);
   void (*adamw)(float* params, const float* grads, float* m, float* v, size_t n, const AdamwCoeffs& c);
 };
