@@ -213,6 +213,15 @@ class CudaBackend final : public Backend {
   // The bf16 copy of a GEMM operand stored packed (rows, cols; ld = rows) when it lies wholly in
   // the valid copy's range and is 16-byte aligned there; else null (convert per call).
   const void* param_copy_operand(const float* src, int rows, int cols, int ld) const;
+  // A bf16 image of an fp32 operand shared by the GEMMs of one op (matmul_backward's dout is the
+  // B operand of both its products): set for the op's duration, matched in gemm() by pointer
+  // and stored layout (rows, cols, ld), so the operand is converted once instead of per GEMM.
+  struct SharedOperand {
+    const float* src = nullptr;
+    int rows = 0, cols = 0, ld = 0;
+    const void* bf16 = nullptr;
+  };
+  SharedOperand shared_operand_;
   void device_free(void* p, size_t bytes) noexcept;
   // Column-major cuBLASLt GEMM on the stream (matmul.cu):
   //   D (m,n; ld ldd) = op(A) · op(B) + beta · D  (+ bias[m] broadcast over the columns)

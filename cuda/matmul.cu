@@ -175,6 +175,8 @@ bool CudaBackend::gemm(bool trans_a, bool trans_b, int m, int n, int k, const fl
     // anything else is converted into scratch here.
     const void* a_copy = param_copy_operand(A, a_rows, a_cols, lda);
     const void* b_copy = param_copy_operand(B, b_rows, b_cols, ldb);
+    const SharedOperand& so = shared_operand_;
+    if (!b_copy && so.src == B && so.rows == b_rows && so.cols == b_cols && so.ld == ldb) b_copy = so.bf16;
     a_data = a_copy ? a_copy : to_bf16(*this, A, a_rows, a_cols, lda, 1);
     b_data = b_copy ? b_copy : to_bf16(*this, B, b_rows, b_cols, ldb, 2);
     lda = a_rows;
@@ -307,6 +309,14 @@ void CudaBackend::matmul_backward(float* dinp, float* dweight, float* dbias, con
     return;
   }
   if (C > 0) {
+    // In bf16 both products read dout as B, stored (OC, N) with ld OC: convert it once (scratch
+    // slot 2, where gemm() would put each B), not once per product; cleared however this exits.
+    struct ClearShared {
+      SharedOperand& so;
+      ~ClearShared() { so = {}; }
+    } clear{shared_operand_};
+    if (precision_ == Precision::bf16 && dinp && dweight)
+      shared_operand_ = {dout, OC, N, OC, to_bf16(*this, dout, OC, N, OC, 2)};
     if (dinp)
       gemm(false, false, C, N, OC, weight, C, dout, OC, dinp, C, overwrite ? 0.0f : 1.0f, nullptr, GemmTokens::n);
     if (dweight) gemm(false, true, C, OC, N, inp, C, dout, OC, dweight, C, 1.0f, nullptr, GemmTokens::k);
