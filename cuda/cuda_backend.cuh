@@ -51,6 +51,13 @@ inline constexpr bool kAttentionMmaVerified = true;
 // kAttentionMmaVerified unless COMPETELM_ATTENTION_MMA is 0 (off) or 1 (on).
 bool attention_mma_requested();
 
+// The fused GEMM + GELU backward (matmul_backward_gelu through cuBLASLt's DGELU epilogue,
+// matmul.cu): emulated on the CPU (tests/cuda_emu) but not yet run on a GPU
+// (tests/gpu/test_cuda_epilogue.cpp), so off by default.
+inline constexpr bool kDgeluEpilogueVerified = false;
+// kDgeluEpilogueVerified unless COMPETELM_DGELU_EPILOGUE is 0 (off) or 1 (on).
+bool dgelu_epilogue_requested();
+
 struct MatmulCache;  // cuBLASLt descriptors and algorithms per GEMM shape (matmul_cache.cuh)
 
 class CudaBackend final : public Backend {
@@ -121,6 +128,15 @@ class CudaBackend final : public Backend {
   // and pointers meet its requirements; else the unfused default.
   void matmul_gelu_forward(float* pre, float* out, const float* inp, const float* weight, const float* bias, int N,
                            int C, int OC) override;
+  // The weight and bias gradients, then dpre in one cuBLASLt call with the DGELU epilogue
+  // (D = dpre, aux = pre) when switched on (dgelu_epilogue_requested() at construction, or
+  // set_dgelu_epilogue_enabled) and the shapes and pointers meet its requirements; else the
+  // unfused default.
+  void matmul_backward_gelu(float* dpre, float* dweight, float* dbias, const float* dout, const float* inp,
+                            const float* pre, const float* weight, int N, int C, int OC,
+                            float* scratch_dinp) override;
+  void set_dgelu_epilogue_enabled(bool on) { dgelu_epilogue_enabled_ = on; }
+  bool dgelu_epilogue_enabled() const { return dgelu_epilogue_enabled_; }
   void set_gemm_epilogues_enabled(bool on) { gemm_epilogues_enabled_ = on; }
   bool gemm_epilogues_enabled() const { return gemm_epilogues_enabled_; }
 
@@ -234,9 +250,13 @@ class CudaBackend final : public Backend {
   // gelu_aux (needs bias): the GELU_AUX_BIAS epilogue, gelu_aux (m,n; ld ldd) = the
   // pre-activation, D = gelu(gelu_aux); false (nothing enqueued) when cuBLASLt has no algorithm
   // for it. Without gelu_aux it always returns true (no algorithm is an error).
+  // dgelu_aux (no bias, no gelu_aux, beta 0): the DGELU epilogue, dgelu_aux (m,n; ld ldd) = the
+  // forward's pre-activation, D = gelu'(dgelu_aux) ∘ op(A)·op(B); false (nothing enqueued) when
+  // cuBLASLt has no algorithm for it.
   enum class GemmTokens { none, n, k };
   bool gemm(bool trans_a, bool trans_b, int m, int n, int k, const float* A, int lda, const float* B, int ldb,
-            float* D, int ldd, float beta, const float* bias, GemmTokens tokens, float* gelu_aux = nullptr);
+            float* D, int ldd, float beta, const float* bias, GemmTokens tokens, float* gelu_aux = nullptr,
+            const float* dgelu_aux = nullptr);
 
   int device_;
   cudaStream_t stream_ = nullptr;
@@ -257,6 +277,7 @@ class CudaBackend final : public Backend {
   bool param_copy_valid_ = false;
   bool param_copy_enabled_ = bf16_param_copy_requested();
   bool gemm_epilogues_enabled_ = gemm_epilogues_requested();
+  bool dgelu_epilogue_enabled_ = dgelu_epilogue_requested();
   bool attention_mma_enabled_ = attention_mma_requested();
 };
 

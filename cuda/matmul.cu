@@ -160,9 +160,18 @@ bool gemm_epilogues_requested() {
   return gate_enabled(kGemmEpilogueVerified, "COMPETELM_GEMM_EPILOGUES");
 }
 
+bool dgelu_epilogue_requested() {
+  return gate_enabled(kDgeluEpilogueVerified, "COMPETELM_DGELU_EPILOGUE");
+}
+
 bool CudaBackend::gemm(bool trans_a, bool trans_b, int m, int n, int k, const float* A, int lda, const float* B,
-                       int ldb, float* D, int ldd, float beta, const float* bias, GemmTokens tokens, float* gelu_aux) {
+                       int ldb, float* D, int ldd, float beta, const float* bias, GemmTokens tokens, float* gelu_aux,
+                       const float* dgelu_aux) {
   if (gelu_aux && !bias) fail("cuda backend: the GELU_AUX_BIAS GEMM epilogue needs a bias");
+  if (dgelu_aux && (bias || gelu_aux || beta != 0.0f))
+    fail("cuda backend: the DGELU GEMM epilogue takes no bias, no GELU aux output and beta 0");
+  // The epilogue's aux matrix (either kind), laid out as D; its absence of an algorithm is not fatal.
+  const void* aux = gelu_aux ? static_cast<const void*>(gelu_aux) : static_cast<const void*>(dgelu_aux);
   // Stored shapes (rows, cols) of A and B: op(A) is (m,k), op(B) is (k,n).
   const int a_rows = trans_a ? k : m, a_cols = trans_a ? m : k;
   const int b_rows = trans_b ? n : k, b_cols = trans_b ? k : n;
@@ -186,10 +195,10 @@ bool CudaBackend::gemm(bool trans_a, bool trans_b, int m, int n, int k, const fl
   // depend on it: the token dimension is always a column count here).
   const int pn = tokens == GemmTokens::n ? token_bucket(n) : n;
   const int pk = tokens == GemmTokens::k ? token_bucket(k) : k;
-  const int64_t epilogue = gelu_aux ? 2 : bias ? 1 : 0;
+  const int64_t epilogue = dgelu_aux ? 3 : gelu_aux ? 2 : bias ? 1 : 0;
   const GemmKey key{trans_a, trans_b, m, pn, pk, lda, ldb, ldd, epilogue, static_cast<int64_t>(precision_),
                     alignment_of(a_data), alignment_of(b_data), alignment_of(D), bias ? alignment_of(bias) : 0,
-                    gelu_aux ? alignment_of(gelu_aux) : 0};
+                    aux ? alignment_of(aux) : 0};
   auto make_layouts = [&](int n_, int k_, cublasLtMatrixLayout_t& a, cublasLtMatrixLayout_t& b,
                           cublasLtMatrixLayout_t& d) {
     CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&a, operand, trans_a ? k_ : m, trans_a ? m : k_, lda));
@@ -212,8 +221,10 @@ bool CudaBackend::gemm(bool trans_a, bool trans_b, int m, int n, int k, const fl
         set_desc(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, int32_t(CUDA_R_32F));
         set_desc(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<const void*>(bias));
       }
-      if (gelu_aux) {  // the pre-activation, laid out as D (aux data type default: D's, fp32)
-        set_desc(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, static_cast<void*>(gelu_aux));
+      if (dgelu_aux)  // D = gelu'(aux) ∘ (op(A)·op(B)): the GELU gradient applied to the GEMM result
+        set_desc(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, uint32_t(CUBLASLT_EPILOGUE_DGELU));
+      if (aux) {  // the pre-activation, laid out as D (aux data type default: D's, fp32)
+        set_desc(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, const_cast<void*>(aux));
         set_desc(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, int64_t(ldd));
       }
       make_layouts(pn, pk, plan.a, plan.b, plan.d);
@@ -227,7 +238,7 @@ bool CudaBackend::gemm(bool trans_a, bool trans_b, int m, int n, int k, const fl
       int found = 0;
       CUBLAS_CHECK(
           cublasLtMatmulAlgoGetHeuristic(lt_, plan.desc, plan.a, plan.b, plan.d, plan.d, pref, 1, &result, &found));
-      if (found == 0 && gelu_aux) {  // remembered, so the caller's fallback skips the query next time
+      if (found == 0 && aux) {  // remembered, so the caller's fallback skips the query next time
         cublasLtMatmulPreferenceDestroy(pref);
         MatmulCache::destroy(plan);
         plan.found = false;
@@ -252,7 +263,7 @@ bool CudaBackend::gemm(bool trans_a, bool trans_b, int m, int n, int k, const fl
   if (!plan.found) return false;
   // The bias and aux pointers live in the descriptor: point them at this call's (same alignment).
   if (bias) set_desc(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<const void*>(bias));
-  if (gelu_aux) set_desc(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, static_cast<void*>(gelu_aux));
+  if (aux) set_desc(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, const_cast<void*>(aux));
   CallLayouts exact;  // this call's own layouts when its shape is below the bucket's
   cublasLtMatrixLayout_t la = plan.a, lb = plan.b, ld = plan.d;
   if (pn != n || pk != k) {
@@ -330,6 +341,43 @@ void CudaBackend::matmul_backward(float* dinp, float* dweight, float* dbias, con
     column_reduce_kernel<<<blocks_for(size_t(OC), kThreads), kThreads, 0, stream_>>>(dbias, partial, chunks, OC);
     CUDA_CHECK_LAUNCH();
   }
+}
+
+// dpre = gelu'(pre) ∘ (dout · W) in one GEMM: the dinp product of matmul_backward above (D =
+// dpre (C,N) column-major, ld C) with the DGELU epilogue, whose aux input = pre laid out as D
+// (ld C). cuBLASLt's GELU derivative is that of the tanh approximation. The weight gradient
+// goes first (dpre may alias inp), then dpre, then the bias gradient (from dout alone).
+// Requirements, else the unfused default: the switch (kDgeluEpilogueVerified /
+// COMPETELM_DGELU_EPILOGUE / set_dgelu_epilogue_enabled); N, C, OC > 0; aux ld = C a multiple
+// of 8 (cuBLASLt's rule for the GELU input matrix); pre 16-byte aligned and distinct from dpre;
+// and an algorithm for the configuration: when gemm finds none (nothing enqueued, dpre and inp
+// untouched) the unfused dinp GEMM into scratch_dinp and gelu_backward run instead, the same
+// calls as the default, so the results never depend on which path ran before.
+void CudaBackend::matmul_backward_gelu(float* dpre, float* dweight, float* dbias, const float* dout,
+                                       const float* inp, const float* pre, const float* weight, int N, int C,
+                                       int OC, float* scratch_dinp) {
+  const bool fusable = dgelu_epilogue_enabled_ && N > 0 && C > 0 && OC > 0 && C % 8 == 0 &&
+                       alignment_of(pre) >= 16 && static_cast<const void*>(dpre) != static_cast<const void*>(pre);
+  if (!fusable) {
+    Backend::matmul_backward_gelu(dpre, dweight, dbias, dout, inp, pre, weight, N, C, OC, scratch_dinp);
+    return;
+  }
+  {
+    // In bf16 both products read dout as B, stored (OC, N) with ld OC: convert it once (as in
+    // matmul_backward); cleared however this block exits.
+    struct ClearShared {
+      SharedOperand& so;
+      ~ClearShared() { so = {}; }
+    } clear{shared_operand_};
+    if (precision_ == Precision::bf16 && dweight)
+      shared_operand_ = {dout, OC, N, OC, to_bf16(*this, dout, OC, N, OC, 2)};
+    if (dweight) gemm(false, true, C, OC, N, inp, C, dout, OC, dweight, C, 1.0f, nullptr, GemmTokens::k);
+    if (!gemm(false, false, C, N, OC, weight, C, dout, OC, dpre, C, 0.0f, nullptr, GemmTokens::n, nullptr, pre)) {
+      gemm(false, false, C, N, OC, weight, C, dout, OC, scratch_dinp, C, 0.0f, nullptr, GemmTokens::n);
+      gelu_backward(dpre, pre, scratch_dinp, size_t(N) * size_t(C), GradMode::overwrite);
+    }
+  }
+  if (dbias) matmul_backward(nullptr, nullptr, dbias, dout, inp, weight, N, C, OC, GradMode::accumulate);
 }
 
 }  // namespace competelm::cuda

@@ -118,6 +118,21 @@ class Backend {
     matmul_forward(pre, inp, weight, bias, N, C, OC);
     gelu_forward(out, pre, static_cast<size_t>(N) * static_cast<size_t>(OC));
   }
+  // The backward of an MLP's second layer fused with the GELU before it: with inp = gelu(pre),
+  // dweight += doutᵀ · inp; dbias += Σ_rows dout; dpre = gelu'(pre) ∘ (dout · weight)
+  // (overwritten). dpre may alias inp (the MoE experts reuse the activation's memory): the
+  // weight gradient reads inp before dpre is written. scratch_dinp (N,C) is free memory the
+  // default uses for dout · weight; it must not alias the other arguments. The default is
+  // matmul_backward then gelu_backward, both overwriting; a backend may fuse the GELU
+  // derivative into the dinp GEMM's epilogue.
+  virtual void matmul_backward_gelu(float* dpre /*(N,C)*/, float* dweight /*(OC,C)*/,
+                                    float* dbias /*(OC) or null*/, const float* dout /*(N,OC)*/,
+                                    const float* inp /*(N,C): gelu(pre)*/, const float* pre /*(N,C)*/,
+                                    const float* weight /*(OC,C)*/, int N, int C, int OC,
+                                    float* scratch_dinp /*(N,C)*/) {
+    matmul_backward(scratch_dinp, dweight, dbias, dout, inp, weight, N, C, OC, GradMode::overwrite);
+    gelu_backward(dpre, pre, scratch_dinp, static_cast<size_t>(N) * static_cast<size_t>(C), GradMode::overwrite);
+  }
 
   // ---- causal self-attention ---------------------------------------------------------------
   // Elements of the per-layer state the attention forward keeps for its backward (`att`

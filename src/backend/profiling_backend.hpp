@@ -71,6 +71,11 @@ class ProfilingBackend : public Backend {
                            int OC) override {  // the GELU rides on the GEMM: timed as "matmul", its FLOPs
     timed("matmul", 2.0 * N * C * OC, [&] { in_.matmul_gelu_forward(pre, out, inp, w, b, N, C, OC); });
   }
+  void matmul_backward_gelu(float* dpre, float* dw, float* db, const float* dout, const float* inp, const float* pre,
+                            const float* w, int N, int C, int OC, float* scratch_dinp) override {
+    timed("matmul", 4.0 * N * C * OC,  // the GELU derivative rides on the dinp GEMM
+          [&] { in_.matmul_backward_gelu(dpre, dw, db, dout, inp, pre, w, N, C, OC, scratch_dinp); });
+  }
   void attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH) override {
     timed("attention", 2.0 * B * T * T * C, [&] { in_.attention_forward(out, att, qkv, B, T, C, NH); });
   }

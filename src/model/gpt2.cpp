@@ -359,9 +359,10 @@ void GPT2::backward(float loss_scale) {
       be_.zero(act(a.d_ln), bytes(a.d_ln));  // the MoE layer accumulates several branches into it
       moe->backward(act(a.d_ln), dres, loss_scale);
     } else {
-      be_.matmul_backward(act(a.d_fch_gelu), g(p + "mlp.proj.weight"), g(p + "mlp.proj.bias"), dres,
-                          act(a.fch_gelu[l]), w(p + "mlp.proj.weight"), N, 4 * C, C, kSet);
-      be_.gelu_backward(act(a.d_fch), act(a.fch[l]), act(a.d_fch_gelu), size_t(N) * 4 * C, kSet);
+      // d_fch = gelu'(fch) ∘ (dres · W_proj); d_fch_gelu is the unfused path's scratch.
+      be_.matmul_backward_gelu(act(a.d_fch), g(p + "mlp.proj.weight"), g(p + "mlp.proj.bias"), dres,
+                               act(a.fch_gelu[l]), act(a.fch[l]), w(p + "mlp.proj.weight"), N, 4 * C, C,
+                               act(a.d_fch_gelu));
       be_.matmul_backward(act(a.d_ln), g(p + "mlp.fc.weight"), g(p + "mlp.fc.bias"), act(a.d_fch),
                           act(a.ln2[l]), w(p + "mlp.fc.weight"), N, C, 4 * C, kSet);
     }

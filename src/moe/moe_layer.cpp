@@ -106,8 +106,8 @@ void ffn_forward(Backend& be, const FfnWeights& w, float* h, float* a, float* o,
 // The scratch gradients are overwritten (GradMode::overwrite), never zeroed first.
 void ffn_backward(Backend& be, const FfnWeights& w, float* dx, const float* d_o, const float* h, float* a,
                   const float* x, float* dh, int n, int C, int H) {
-  be.matmul_backward(dh, w.dproj_w, w.dproj_b, d_o, a, w.proj_w, n, H, C, GradMode::overwrite);  // ∂L/∂a
-  be.gelu_backward(a, h, dh, size_t(n) * H, GradMode::overwrite);                                // a := ∂L/∂h
+  // a := ∂L/∂h = gelu'(h) ∘ (d_o · W_proj) (the proj weight gradient reads a first; dh is scratch)
+  be.matmul_backward_gelu(a, w.dproj_w, w.dproj_b, d_o, a, h, w.proj_w, n, H, C, dh);
   be.matmul_backward(dx, w.dfc_w, w.dfc_b, a, x, w.fc_w, n, C, H,
                      dx == d_o ? GradMode::overwrite : GradMode::accumulate);
 }

@@ -396,6 +396,57 @@ int main(int argc, char** argv) {
     h.failures += !ok;
     std::printf("%-52s %s\n", "matmul_gelu_forward switched off: unfused", ok ? "ok" : "FAIL");
   }
+  // ---- matmul backward + GELU backward (DGELU epilogue, switched on here) vs CPU and unfused ----
+  // dpre = gelu'(pre) ∘ (dout · W), the proj layer's dinp width C being the aux ld. `fused`: C % 8
+  // == 0, pre 16-byte aligned (pre_off = 0), N > 0; else the unfused default. Pre-activations span
+  // about ±10 (sd 4). alias: dpre is the inp buffer (the MoE experts' use).
+  for (const auto prec : {competelm::Precision::fp32, competelm::Precision::bf16}) {
+    be.set_precision(prec);
+    const bool bf16 = prec == competelm::Precision::bf16;
+    for (auto [N, C, OC, pre_off, alias] : std::vector<std::array<int, 5>>{{1, 16, 24, 0, 0}, {37, 40, 33, 0, 0},
+             {5, 33, 16, 0, 0}, {9, 16, 24, 1, 0}, {0, 16, 24, 0, 0}, {64, 48, 32, 0, 0}, {20, 24, 12, 0, 1}}) {
+      const bool fused = N > 0 && C % 8 == 0 && pre_off == 0;
+      auto x = bf16 ? bf16_exact(size_t(N) * C) : h.randv(size_t(N) * C);
+      auto w = bf16 ? bf16_exact(size_t(OC) * C) : h.randv(size_t(OC) * C);
+      auto dout = bf16 ? bf16_exact(size_t(N) * OC) : h.randv(size_t(N) * OC);
+      auto pre = h.randv(size_t(N) * C + 1, 4.0f);
+      auto dw0 = h.randv(size_t(OC) * C), db0 = h.randv(OC);
+      V dpre_ref(size_t(N) * C), scratch_ref(size_t(N) * C), dw_ref = dw0, db_ref = db0;
+      cpu::matmul_backward(scratch_ref.data(), dw_ref.data(), db_ref.data(), dout.data(), x.data(), w.data(), N, C,
+                           OC, GradMode::overwrite);
+      cpu::gelu_backward(dpre_ref.data(), pre.data() + pre_off, scratch_ref.data(), dpre_ref.size(),
+                         GradMode::overwrite);
+      V unfused_dpre, unfused_dw, unfused_db;
+      for (const bool on : {false, true}) {
+        be.set_dgelu_epilogue_enabled(on);
+        float *px = d.up(x), *pw = d.up(w), *pd = d.up(dout), *pp = d.up(pre) + pre_off;
+        float *dw = d.up(dw0), *db = d.up(db0), *scratch = d.up(V(size_t(N) * C + 1, std::nanf("")));
+        float* dpre = alias ? px : d.up(V(size_t(N) * C + 1, std::nanf("")));
+        const long calls = emu::g_lt_dgelu_calls;
+        be.matmul_backward_gelu(dpre, dw, db, pd, px, pp, pw, N, C, OC, scratch);
+        const bool took = emu::g_lt_dgelu_calls == calls + 1;
+        std::snprintf(name, sizeof name, "matmul_backward_gelu %s N=%d C=%d OC=%d pre+%d%s %s", bf16 ? "bf16" : "fp32",
+                      N, C, OC, pre_off, alias ? " alias" : "", on ? (fused ? "fused" : "on, unfused") : "off");
+        const V got = d.down(dpre, dpre_ref.size()), got_dw = d.down(dw, dw0.size()), got_db = d.down(db, OC);
+        // vs CPU: 1e-4, since where the GELU saturates (|pre| ≳ 5) the CPU's float tanh rounds to
+        // ±1 and its derivative to 0, while the true one (|gelu'| ~ 1e-6) times |dout·W| ~ 10 is not.
+        h.check(name, got, dpre_ref, 1e-4);
+        h.check("  dweight (accumulated)", got_dw, dw_ref, 1e-5);
+        h.check("  dbias (accumulated)", got_db, db_ref, 1e-5);
+        if (on) {  // the fused path's weight and bias gradients are the unfused ones bit for bit
+          h.check("  dpre vs unfused", got, unfused_dpre, 1e-5);
+          h.check("  dweight vs unfused (bitwise)", got_dw, unfused_dw, 0);
+          h.check("  dbias vs unfused (bitwise)", got_db, unfused_db, 0);
+        } else {
+          unfused_dpre = got, unfused_dw = got_dw, unfused_db = got_db;
+        }
+        const bool path_ok = took == (on && fused) && emu::g_lt_dgelu_calls <= calls + 1;
+        h.failures += !path_ok;
+        std::printf("%-52s %s\n", "  epilogue used exactly when it may be", path_ok ? "ok" : "FAIL");
+      }
+    }
+  }
+  be.set_dgelu_epilogue_enabled(cuda::dgelu_epilogue_requested());
   be.set_gemm_epilogues_enabled(cuda::gemm_epilogues_requested());
   be.set_precision(competelm::Precision::fp32);
   // ---- grid-stride loop past the grid cap ----

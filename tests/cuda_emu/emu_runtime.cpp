@@ -14,6 +14,7 @@ std::vector<Warp>* g_warps;
 std::atomic<long> g_errors{0};
 size_t g_malloc_count = 0;
 long g_lt_gelu_calls = 0;
+long g_lt_dgelu_calls = 0;
 bool g_serial = false;
 unsigned char* g_dyn_smem = nullptr;
 std::mutex g_atomic;
@@ -196,7 +197,8 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const vo
   const uint64_t m = d->ta == CUBLAS_OP_N ? la->rows : la->cols, k = d->ta == CUBLAS_OP_N ? la->cols : la->rows;
   const uint64_t kb = d->tb == CUBLAS_OP_N ? lb->rows : lb->cols, n = d->tb == CUBLAS_OP_N ? lb->cols : lb->rows;
   if (kb != k || ld->rows != m || ld->cols != n || lc->rows != m || lc->cols != n) { emu::fail("matmul shape mismatch"); return CUBLAS_STATUS_INVALID_VALUE; }
-  if (d->epi != CUBLASLT_EPILOGUE_DEFAULT && d->epi != CUBLASLT_EPILOGUE_BIAS && d->epi != CUBLASLT_EPILOGUE_GELU_AUX_BIAS) emu::fail("unemulated epilogue");
+  if (d->epi != CUBLASLT_EPILOGUE_DEFAULT && d->epi != CUBLASLT_EPILOGUE_BIAS && d->epi != CUBLASLT_EPILOGUE_GELU_AUX_BIAS &&
+      d->epi != CUBLASLT_EPILOGUE_DGELU) emu::fail("unemulated epilogue");
   const bool has_bias = d->epi == CUBLASLT_EPILOGUE_BIAS || d->epi == CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
   const bool gelu = d->epi == CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
   if (has_bias && (!d->bias || d->bias_type != CUDA_R_32F)) emu::fail("bias epilogue without bias pointer/type");
@@ -204,6 +206,14 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const vo
   if (gelu && (!d->aux || d->aux_ld < int64_t(m) || d->aux_ld % 8 != 0)) emu::fail("GELU_AUX_BIAS without aux pointer / valid aux ld");
   // Not documented: the backend promises 16-byte aux alignment (as for the bias); hold it to it.
   if (gelu && !aligned(d->aux, 16)) emu::fail("GELU aux pointer less than 16-byte aligned");
+  // DGELU: aux is the GELU input (an input here), laid out as D; same ld rule (the header's
+  // AUX_LD note names DGELU_BGRAD, the aux pointer note requires AUX_LD for every aux epilogue).
+  const bool dgelu = d->epi == CUBLASLT_EPILOGUE_DGELU;
+  if (dgelu && (!d->aux || d->aux_ld < int64_t(m) || d->aux_ld % 8 != 0)) emu::fail("DGELU without aux pointer / valid aux ld");
+  if (dgelu && !aligned(d->aux, 16)) emu::fail("DGELU aux pointer less than 16-byte aligned");
+  if (dgelu && d->bias) emu::fail("DGELU with a bias pointer (the backend never sets one)");
+  // D overwriting its own aux input would be a race on a GPU: refuse it.
+  if (dgelu && static_cast<const void*>(d->aux) == D_) emu::fail("DGELU aux aliases D");
   auto a = [&](uint64_t i, uint64_t j) { return element(A_, la->type, d->ta == CUBLAS_OP_N ? i + j * la->ld : j + i * la->ld); };
   auto b = [&](uint64_t i, uint64_t j) { return element(B_, lb->type, d->tb == CUBLAS_OP_N ? i + j * lb->ld : j + i * lb->ld); };
   std::vector<float> out(m * n);
@@ -216,6 +226,17 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const vo
       out[i + j * m] = float(v);
     }
   if (gelu) ++emu::g_lt_gelu_calls;
+  if (dgelu) ++emu::g_lt_dgelu_calls;
+  if (dgelu)  // D = gelu'(aux) · (the GEMM result), the derivative of the tanh approximation
+    for (uint64_t j = 0; j < n; ++j)
+      for (uint64_t i = 0; i < m; ++i) {
+        const double x = d->aux[i + j * uint64_t(d->aux_ld)];
+        const double u = 0.7978845608028654 * (x + 0.044715 * x * x * x);
+        const double t = std::tanh(u);
+        const double du = 0.7978845608028654 * (1.0 + 3.0 * 0.044715 * x * x);
+        const double g = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du;
+        out[i + j * m] = float(g * double(out[i + j * m]));
+      }
   if (gelu)  // aux = the pre-activation, D = its tanh-approximation GELU (as GPT-2's)
     for (uint64_t j = 0; j < n; ++j)
       for (uint64_t i = 0; i < m; ++i) {

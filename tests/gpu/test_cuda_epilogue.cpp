@@ -1,4 +1,4 @@
-// The fused GEMM + GELU forward (CudaBackend::matmul_gelu_forward: cuBLASLt's GELU_AUX_BIAS
+// The fused GEMM + GELU forward and backward (CudaBackend::matmul_gelu_forward: cuBLASLt's GELU_AUX_BIAS
 // epilogue, D = gelu(pre), aux = pre) on real cuBLASLt, against the CPU oracle (matmul_forward
 // then gelu_forward) and against the unfused CUDA path. The epilogue is switched on per backend
 // here (set_gemm_epilogues_enabled), whatever COMPETELM_GEMM_EPILOGUES says.
@@ -103,6 +103,78 @@ TEST_CASE("cuda matmul_gelu_forward: no tokens is a no-op; a misaligned bias fal
   p.cuda->matmul_gelu_forward(pre.cuda, out.cuda, x.cuda, w.cuda, b.cuda + 1, N, C, OC);
   require_close(pre, 1e-5, 1e-5, "pre, misaligned bias");
   require_close(out, 1e-5, 1e-5, "out, misaligned bias");
+}
+
+// ---- the fused backward: matmul_backward_gelu through cuBLASLt's DGELU epilogue ----
+// dpre = gelu'(pre) ∘ (dout · W) with aux = pre; dweight and dbias as matmul_backward. Against
+// the CPU oracle (matmul_backward then gelu_backward) and against the unfused CUDA path. The
+// epilogue is switched on per backend (set_dgelu_epilogue_enabled), whatever
+// COMPETELM_DGELU_EPILOGUE says. Pre-activations span about ±10 (sd 4): a GELU derivative other
+// than the tanh approximation's differs by ~1e-3 there. Tolerances as the forward above.
+namespace {
+
+void check_dgelu_gemm(int N, int C, int OC, Precision prec, double rtol, double atol, uint64_t seed,
+                      bool alias = false) {
+  CAPTURE(N, C, OC, precision_name(prec), alias);
+  Pair p;
+  auto& cu = dynamic_cast<cuda::CudaBackend&>(*p.cuda);
+  p.cuda->set_precision(prec);
+  const size_t n_in = size_t(N) * C;
+  const auto rnd = prec == Precision::bf16 ? randn_bf16 : randn;
+  const auto inp0 = rnd(n_in, seed, 1.0f);
+  Twin<float> dout(p, rnd(size_t(N) * OC, seed + 1, 1.0f)), w(p, rnd(size_t(OC) * C, seed + 2, 1.0f / std::sqrt(float(OC))));
+  Twin<float> pre(p, randn(n_in, seed + 3, 4.0f)), inp(p, inp0);
+  Twin<float> dw(p, randn(size_t(OC) * C, seed + 4)), db(p, randn(size_t(OC), seed + 5));
+  // Outputs and scratch start as garbage, so a path that skips writing an element is caught.
+  Twin<float> dpre(p, randn(n_in, seed + 6)), scratch(p, randn(n_in, seed + 7));
+  const auto dw0 = dw.host_cuda(), db0 = db.host_cuda();
+  float* dpre_cpu = alias ? inp.cpu : dpre.cpu;
+  float* dpre_cuda = alias ? inp.cuda : dpre.cuda;
+
+  p.cpu->matmul_backward_gelu(dpre_cpu, dw.cpu, db.cpu, dout.cpu, inp.cpu, pre.cpu, w.cpu, N, C, OC, scratch.cpu);
+  cu.set_dgelu_epilogue_enabled(true);
+  p.cuda->matmul_backward_gelu(dpre_cuda, dw.cuda, db.cuda, dout.cuda, inp.cuda, pre.cuda, w.cuda, N, C, OC,
+                               scratch.cuda);
+  require_close(alias ? inp : dpre, rtol, atol, "dpre (fused) vs cpu");
+  require_close(dw, rtol, atol, "dweight (fused) vs cpu");
+  require_close(db, rtol, atol, "dbias (fused) vs cpu");
+  const auto fused = (alias ? inp : dpre).host_cuda(), fused_dw = dw.host_cuda(), fused_db = db.host_cuda();
+
+  // Deterministic, and the unfused path agrees (its weight and bias gradients bit for bit).
+  for (const bool on : {true, false}) {
+    cu.set_dgelu_epilogue_enabled(on);
+    Twin<float> inp2(p, inp0), dpre2(p, randn(n_in, seed + 8)), dw2(p, dw0), db2(p, db0);
+    float* out = alias ? inp2.cuda : dpre2.cuda;
+    p.cuda->matmul_backward_gelu(out, dw2.cuda, db2.cuda, dout.cuda, inp2.cuda, pre.cuda, w.cuda, N, C, OC,
+                                 scratch.cuda);
+    const auto got = (alias ? inp2 : dpre2).host_cuda();
+    if (on) {
+      CHECK(bitwise_equal(got, fused));
+    } else {
+      require_close(got, fused, rtol, atol, "dpre: unfused vs fused");
+      if (C % 8 != 0) CHECK(bitwise_equal(got, fused));  // both calls were unfused
+    }
+    CHECK(bitwise_equal(dw2.host_cuda(), fused_dw));
+    CHECK(bitwise_equal(db2.host_cuda(), fused_db));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("cuda matmul_backward_gelu (DGELU epilogue) matches the CPU and the unfused path, fp32",
+          "[cuda][matmul][epilogue]") {
+  uint64_t seed = 600;
+  for (const int N : {1, 64, 1000}) check_dgelu_gemm(N, 3072, 768, Precision::fp32, 1e-4, 1e-4, seed += 10);
+  check_dgelu_gemm(17, 40, 33, Precision::fp32, 1e-4, 1e-4, 700);        // odd inner dimension
+  check_dgelu_gemm(17, 33, 40, Precision::fp32, 1e-4, 1e-4, 710);        // C % 8 != 0: unfused
+  check_dgelu_gemm(64, 3072, 768, Precision::fp32, 1e-4, 1e-4, 720, true);  // dpre aliases inp (MoE)
+}
+
+TEST_CASE("cuda matmul_backward_gelu (DGELU epilogue) on bf16-exact operands matches the CPU, bf16",
+          "[cuda][matmul][epilogue][bf16]") {
+  uint64_t seed = 800;
+  for (const int N : {1, 64, 1000}) check_dgelu_gemm(N, 3072, 768, Precision::bf16, 1e-4, 1e-4, seed += 10);
+  check_dgelu_gemm(64, 3072, 768, Precision::bf16, 1e-4, 1e-4, 900, true);
 }
 
 #endif  // COMPETELM_HAVE_CUDA

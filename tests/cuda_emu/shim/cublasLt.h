@@ -2,9 +2,10 @@
 // Emulated cuBLASLt: attributes are checked against the documented C types (size), the
 // matmul follows the documented semantics D = alpha op(A) op(B) + beta C (+ bias[row]); with
 // GELU_AUX_BIAS, aux = that pre-activation (ld EPILOGUE_AUX_LD, a multiple of 8, >= rows) and
-// D = gelu_tanh(aux).
+// D = gelu_tanh(aux); with DGELU (no bias, aux an input laid out as D, same ld rules),
+// D = gelu_tanh'(aux) · (alpha op(A) op(B) + beta C).
 #include "cublas_v2.h"
-namespace emu { extern long g_lt_gelu_calls; }  // cublasLtMatmul calls with GELU_AUX_BIAS (tests read it)
+namespace emu { extern long g_lt_gelu_calls, g_lt_dgelu_calls; }  // cublasLtMatmul calls with GELU_AUX_BIAS / DGELU (tests read them)
 struct EmuLtDesc; struct EmuLtLayout; struct EmuLtPref;
 typedef struct EmuLtHandle* cublasLtHandle_t;
 typedef EmuLtDesc* cublasLtMatmulDesc_t;
@@ -17,7 +18,8 @@ enum cublasLtMatmulDescAttributes_t { CUBLASLT_MATMUL_DESC_COMPUTE_TYPE = 0, CUB
   CUBLASLT_MATMUL_DESC_TRANSC = 5, CUBLASLT_MATMUL_DESC_FILL_MODE = 6, CUBLASLT_MATMUL_DESC_EPILOGUE = 7,
   CUBLASLT_MATMUL_DESC_BIAS_POINTER = 8, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER = 11,
   CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD = 12, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE = 26 };
-enum cublasLtEpilogue_t { CUBLASLT_EPILOGUE_DEFAULT = 1, CUBLASLT_EPILOGUE_BIAS = 4, CUBLASLT_EPILOGUE_GELU_AUX_BIAS = 164 };
+enum cublasLtEpilogue_t { CUBLASLT_EPILOGUE_DEFAULT = 1, CUBLASLT_EPILOGUE_BIAS = 4, CUBLASLT_EPILOGUE_GELU_AUX_BIAS = 164,
+  CUBLASLT_EPILOGUE_DGELU = 192 };
 enum cublasLtMatmulPreferenceAttributes_t { CUBLASLT_MATMUL_PREF_SEARCH_MODE = 0, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES = 1,
   CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES = 5, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES = 6,
   CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES = 7, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES = 8 };
