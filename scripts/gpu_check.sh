@@ -97,19 +97,35 @@ else
   grep -E "All tests passed|test cases" "$OUT_DIR/no_gemm_epilogues.log" | tail -n 1 | sed "s/^/no_gemm_epilogues: /" >>"$SUMMARY"
 fi
 
-# The register-resident mma.sync attention (cuda/attention_mma.cu; off unless
-# COMPETELM_ATTENTION_MMA=1 until it is verified here, docs/cuda.md): its own tests (they switch
-# it on themselves), then the attention, model and bf16 tests (training and bit-for-bit resume
-# included) once more with it on, then its speed against the wmma path. GPU_CHECK_ATTENTION_MMA=0
-# skips it.
+# The register-resident mma.sync attention (cuda/attention_mma.cu, the default since its GPU
+# check; its own tests run with the whole suite above): the attention, model and bf16 tests on the wmma
+# fallback (COMPETELM_ATTENTION_MMA=0), then its speed against the wmma path.
+# GPU_CHECK_ATTENTION_MMA=0 skips it.
 if [ "${GPU_CHECK_TESTS:-1}" = 0 ] || [ "${GPU_CHECK_ATTENTION_MMA:-1}" = 0 ]; then
   echo "attention_mma: skipped" >>"$SUMMARY"
 else
-  run_step attention_mma env COMPETELM_ATTENTION_MMA=1 timeout 600 "$BUILD_DIR/bin/competelm-gpu-tests" \
-    "[mma],[cuda][attention],[cuda][model],[cuda][bf16]"
-  grep -E "All tests passed|test cases" "$OUT_DIR/attention_mma.log" | tail -n 1 | sed "s/^/attention_mma: /" >>"$SUMMARY"
+  run_step attention_wmma env COMPETELM_ATTENTION_MMA=0 timeout 600 "$BUILD_DIR/bin/competelm-gpu-tests" \
+    "[cuda][attention],[cuda][model],[cuda][bf16]"
+  grep -E "All tests passed|test cases" "$OUT_DIR/attention_wmma.log" | tail -n 1 | sed "s/^/attention_wmma: /" >>"$SUMMARY"
   run_step attention_mma_bench timeout 120 "$BUILD_DIR/bin/competelm-gpu-tests" "[mma][.bench]" -s
   grep -E "^attention bf16" "$OUT_DIR/attention_mma_bench.log" | sed "s/^/attention_mma_bench: /" >>"$SUMMARY"
+fi
+
+# The fused GELU backward (cuBLASLt DGELU epilogue in matmul_backward_gelu; off unless
+# COMPETELM_DGELU_EPILOGUE=1 until it is verified here, docs/cuda.md): its tests, the model, MoE
+# and bf16 tests (training and bit-for-bit resume included) with it on, then the dense bench with
+# it on for the comparison. If they pass, set kDgeluEpilogueVerified. GPU_CHECK_DGELU=0 skips it.
+if [ "${GPU_CHECK_TESTS:-1}" = 0 ] || [ "${GPU_CHECK_DGELU:-1}" = 0 ]; then
+  echo "dgelu_epilogue: skipped" >>"$SUMMARY"
+else
+  run_step dgelu_epilogue env COMPETELM_DGELU_EPILOGUE=1 timeout 600 "$BUILD_DIR/bin/competelm-gpu-tests" \
+    "[epilogue],[cuda][model],[cuda][moe],[cuda][bf16]"
+  grep -E "All tests passed|test cases" "$OUT_DIR/dgelu_epilogue.log" | tail -n 1 | sed "s/^/dgelu_epilogue: /" >>"$SUMMARY"
+  if [ "${GPU_CHECK_BENCH:-1}" != 0 ]; then
+    run_step bench_gpt2_124m_dgelu timeout 240 env COMPETELM_DGELU_EPILOGUE=1 "$BUILD_DIR/bin/competelm-bench" \
+      configs/gpt2-124m.yaml --device cuda --set train.micro_batch=16 --set model.seq_len=1024 \
+      --steps ${BENCH_STEPS:-3} --warmup 1
+  fi
 fi
 
 # Throughput on the GPU: GPT-2 124M dense and the 124M-active MoE with each router, B=16, T=1024.
@@ -119,8 +135,8 @@ if [ "${GPU_CHECK_BENCH:-1}" = 0 ]; then
   echo "bench: skipped (GPU_CHECK_BENCH=0)" >>"$SUMMARY"
 else
   run_step bench_gpt2_124m timeout 240 "$BENCH" configs/gpt2-124m.yaml "${BENCH_ARGS[@]}"
-  # …and with the mma.sync attention (cuda/attention_mma.cu) switched on, for the comparison.
-  run_step bench_gpt2_124m_attention_mma timeout 240 env COMPETELM_ATTENTION_MMA=1 "$BENCH" configs/gpt2-124m.yaml \
+  # …and with the wmma attention (COMPETELM_ATTENTION_MMA=0) for the comparison.
+  run_step bench_gpt2_124m_attention_wmma timeout 240 env COMPETELM_ATTENTION_MMA=0 "$BENCH" configs/gpt2-124m.yaml \
     "${BENCH_ARGS[@]}"
   for router in softmax_topk competesmoe sigmoid_topk; do
     run_step "bench_gpt2_124m_moe_$router" timeout 240 "$BENCH" configs/gpt2-124m-moe.yaml "${BENCH_ARGS[@]}" \
