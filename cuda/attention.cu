@@ -63,11 +63,6 @@ struct Geometry {
   static_assert(kSmem <= 48 * 1024, "static shared memory must fit 48 KiB");
 };
 
-// Base of head h of batch b in a (B,T,3C) qkv-shaped tensor: the q columns; k at +C, v at +2C.
-__device__ inline size_t head_base(int b, int h, int T, int C, int hs) {
-  return static_cast<size_t>(b) * T * (3 * static_cast<size_t>(C)) + static_cast<size_t>(h) * hs;
-}
-
 // rows r0 … r0+n−1 (stride `stride` floats, hs wide) into dst[n][pitch]; zero beyond T.
 template <int HS>
 __device__ inline void load_rows(float* dst, int pitch, const float* src, size_t stride, int r0, int n, int T) {

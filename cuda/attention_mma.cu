@@ -309,24 +309,6 @@ __device__ inline void add_rows(float* dst, size_t stride, const float (&acc)[Mm
   }
 }
 
-// Block → (b, h, tile) with B·NH·tiles blocks; reversed: the last tiles (most work in the
-// forward / dQ) first; otherwise the first tiles (most work in dK/dV) first.
-struct BlockPos {
-  int b, h, bh, tile;
-};
-__device__ inline BlockPos block_pos(int NH, int T, bool reversed) {
-  const int tiles = (T + kRows - 1) / kRows;
-  const int BH = static_cast<int>(gridDim.x) / tiles;
-  const int bh = static_cast<int>(blockIdx.x) % BH;
-  const int i = static_cast<int>(blockIdx.x) / BH;
-  return {bh / NH, bh % NH, bh, reversed ? tiles - 1 - i : i};
-}
-
-// Base of head h of batch b in a (B,T,3C) qkv-shaped tensor: the q columns; k at +C, v at +2C.
-__device__ inline size_t head_base(int b, int h, int T, int C, int hs) {
-  return static_cast<size_t>(b) * T * (3 * static_cast<size_t>(C)) + static_cast<size_t>(h) * hs;
-}
-
 // ---- kernels ----
 
 // Forward: out = softmax(S)·V and lse for the block's 64 queries. heads: the workspace's
@@ -342,7 +324,7 @@ __global__ void __launch_bounds__(kThreads)
   bf16* q_s = reinterpret_cast<bf16*>(smem_fwd);  // [64][kLd] the block's queries
   bf16* kv_s = q_s + G::kTileElems;                // 2 × {K, V} [64][kLd]
 
-  const BlockPos pos = block_pos(NH, T, true);
+  const BlockPos pos = block_pos(NH, T, kRows, true);
   const bf16* q = heads + static_cast<size_t>(pos.bh) * T * HS;  // (T,hs) each
   const bf16* k = q + per_tensor;
   const bf16* v = k + per_tensor;
@@ -462,7 +444,7 @@ __global__ void __launch_bounds__(kThreads)
   bf16* qdo_s = v_s + G::kTileElems;                // 2 × {Q, dO} [64][kLd]
   float* stat_s = reinterpret_cast<float*>(qdo_s + 4 * G::kTileElems);  // 2 × {L·log2 e, D} [64]
 
-  const BlockPos pos = block_pos(NH, T, false);
+  const BlockPos pos = block_pos(NH, T, kRows, false);
   const bf16* q = heads + static_cast<size_t>(pos.bh) * T * HS;  // (T,hs) each
   const bf16* k = q + per_tensor;
   const bf16* v = k + per_tensor;
@@ -550,7 +532,7 @@ __global__ void __launch_bounds__(kThreads)
   bf16* do_s = q_s + G::kTileElems;               // [64][kLd]
   bf16* kv_s = do_s + G::kTileElems;              // 2 × {K, V} [64][kLd]
 
-  const BlockPos pos = block_pos(NH, T, true);
+  const BlockPos pos = block_pos(NH, T, kRows, true);
   const bf16* q = heads + static_cast<size_t>(pos.bh) * T * HS;  // (T,hs) each
   const bf16* k = q + per_tensor;
   const bf16* v = k + per_tensor;
@@ -620,19 +602,6 @@ __global__ void __launch_bounds__(kThreads)
 
 // ---- host side ----
 
-unsigned grid_for(int B, int NH, int T) {
-  const size_t blocks = static_cast<size_t>(B) * NH * ((static_cast<size_t>(T) + kRows - 1) / kRows);
-  if (blocks > 0x7fffffffu) fail("cuda attention (mma): B·NH·ceil(T/64) = {} blocks is too many", blocks);
-  return static_cast<unsigned>(blocks);
-}
-
-// Opt in to more than 48 KiB of dynamic shared memory (set on every launch: cheap, and right on
-// whichever device is current).
-template <typename Kernel>
-void allow_smem(Kernel kernel, size_t bytes) {
-  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
-}
-
 template <int HS>
 void forward_hs(cudaStream_t st, float* out, float* lse, const float* qkv, int B, int T, int C, int NH,
                 void* workspace) {
@@ -641,7 +610,7 @@ void forward_hs(cudaStream_t st, float* out, float* lse, const float* qkv, int B
   const bf16* heads = attention_to_heads(st, workspace, qkv, nullptr, B, T, C, NH);
   const size_t per_tensor = static_cast<size_t>(B) * T * C;
   allow_smem(mma_forward_kernel<HS>, G::kFwdSmem);
-  mma_forward_kernel<HS><<<grid_for(B, NH, T), kThreads, G::kFwdSmem, st>>>(out, lse, heads, per_tensor, NH, T, C, scale * kLog2e);
+  mma_forward_kernel<HS><<<attention_grid(B, NH, T, kRows, "mma"), kThreads, G::kFwdSmem, st>>>(out, lse, heads, per_tensor, NH, T, C, scale * kLog2e);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -650,7 +619,7 @@ void backward_hs(cudaStream_t st, float* dqkv, const float* delta, const float* 
                  const float* lse, int B, int T, int C, int NH, void* workspace) {
   using G = Mma<HS>;
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
-  const unsigned grid = grid_for(B, NH, T);
+  const unsigned grid = attention_grid(B, NH, T, kRows, "mma");
   const bf16* heads = attention_to_heads(st, workspace, qkv, dout, B, T, C, NH);
   const size_t per_tensor = static_cast<size_t>(B) * T * C;
   allow_smem(mma_dkdv_kernel<HS>, G::kDkdvSmem);

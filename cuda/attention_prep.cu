@@ -107,4 +107,10 @@ void attention_delta(cudaStream_t st, float* delta, const float* dout, const flo
   CUDA_CHECK_LAUNCH();
 }
 
+unsigned attention_grid(int B, int NH, int T, int tile_rows, const char* path) {
+  const size_t blocks = static_cast<size_t>(B) * NH * ((static_cast<size_t>(T) + tile_rows - 1) / tile_rows);
+  if (blocks > 0x7fffffffu) fail("cuda attention ({}): B·NH·ceil(T/{}) = {} blocks is too many", path, tile_rows, blocks);
+  return static_cast<unsigned>(blocks);
+}
+
 }  // namespace competelm::cuda

@@ -8,7 +8,37 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "cuda_common.cuh"
+
 namespace competelm::cuda {
+
+// Base of head h of batch b in a (B,T,3C) qkv-shaped tensor: the q columns; k at +C, v at +2C.
+__device__ inline size_t head_base(int b, int h, int T, int C, int hs) {
+  return static_cast<size_t>(b) * T * (3 * static_cast<size_t>(C)) + static_cast<size_t>(h) * hs;
+}
+
+// The tensor-core kernels' grid: one block per (b, h, tile of `tile_rows` rows), B·NH·tiles
+// blocks. Block → (b, h, tile): reversed, the last tiles (most work in the forward / dQ) first;
+// otherwise the first tiles (most work in dK/dV) first.
+struct BlockPos {
+  int b, h, bh, tile;
+};
+__device__ inline BlockPos block_pos(int NH, int T, int tile_rows, bool reversed) {
+  const int tiles = (T + tile_rows - 1) / tile_rows;
+  const int BH = static_cast<int>(gridDim.x) / tiles;
+  const int bh = static_cast<int>(blockIdx.x) % BH;
+  const int i = static_cast<int>(blockIdx.x) / BH;
+  return {bh / NH, bh % NH, bh, reversed ? tiles - 1 - i : i};
+}
+// B·NH·ceil(T/tile_rows), refused (naming `path`) past the grid's limit.
+unsigned attention_grid(int B, int NH, int T, int tile_rows, const char* path);
+
+// Opt in to more than 48 KiB of dynamic shared memory (set on every launch: cheap, and right on
+// whichever device is current).
+template <typename Kernel>
+void allow_smem(Kernel kernel, size_t bytes) {
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+}
 
 // Two floats rounded to bf16 (nearest even), the first in the low half (memory order).
 __device__ inline uint32_t pack_bf16(float lo, float hi) {

@@ -131,11 +131,6 @@ struct Tc {
                 "shared memory beyond the sm_90 opt-in limit");
 };
 
-// Base of head h of batch b in a (B,T,3C) qkv-shaped tensor: the q columns; k at +C, v at +2C.
-__device__ inline size_t head_base(int b, int h, int T, int C, int hs) {
-  return static_cast<size_t>(b) * T * (3 * static_cast<size_t>(C)) + static_cast<size_t>(h) * hs;
-}
-
 // Issues the cp.async copies of rows r0 … r0+63 of a head-major bf16 (T, HS) matrix into a bf16
 // [64][kLdH] tile, 16 bytes each; rows ≥ T are zero-filled (nothing read: the source address
 // is clamped to row 0, valid as T ≥ 1). The caller commits and waits.
@@ -219,19 +214,6 @@ __device__ inline void warp_add_rows(float* dst, size_t stride, const FragC (&ac
   }
 }
 
-// Block → (b, h, tile) with B·NH·tiles blocks; reversed: the last tiles (most work in the
-// forward / dQ) first; otherwise the first tiles (most work in dK/dV) first.
-struct BlockPos {
-  int b, h, bh, tile;
-};
-__device__ inline BlockPos block_pos(int NH, int T, bool reversed) {
-  const int tiles = (T + kRows - 1) / kRows;
-  const int BH = static_cast<int>(gridDim.x) / tiles;
-  const int bh = static_cast<int>(blockIdx.x) % BH;
-  const int i = static_cast<int>(blockIdx.x) / BH;
-  return {bh / NH, bh % NH, bh, reversed ? tiles - 1 - i : i};
-}
-
 // Waits for the copies of the current tile (see "Pipelining" above): with 2 stages, first
 // issues (or not, past the last tile) the next tile's copies as a group of their own.
 template <int kStages, typename IssueNext>
@@ -262,7 +244,7 @@ __global__ void __launch_bounds__(kThreads)
   bf16* p_w = reinterpret_cast<bf16*>(mine + G::kSBytes);                      // [16][kLdP] probabilities
   float* o_w = reinterpret_cast<float*>(mine + G::kSBytes + G::kPBytes);       // [16][kLdO] O accumulator
 
-  const BlockPos pos = block_pos(NH, T, true);
+  const BlockPos pos = block_pos(NH, T, kRows, true);
   const bf16* q = heads + static_cast<size_t>(pos.bh) * T * HS;  // (T,hs) each
   const bf16* k = q + per_tensor;
   const bf16* v = k + per_tensor;
@@ -386,7 +368,7 @@ __global__ void __launch_bounds__(kThreads)
   bf16* pt_w = reinterpret_cast<bf16*>(mine + 2 * G::kSBytes);                 // [16][kLdP] Pᵀ
   bf16* dst_w = reinterpret_cast<bf16*>(mine + 2 * G::kSBytes + G::kPBytes);   // [16][kLdP] dSᵀ
 
-  const BlockPos pos = block_pos(NH, T, false);
+  const BlockPos pos = block_pos(NH, T, kRows, false);
   const bf16* q = heads + static_cast<size_t>(pos.bh) * T * HS;  // (T,hs) each
   const bf16* k = q + per_tensor;
   const bf16* v = k + per_tensor;
@@ -486,7 +468,7 @@ __global__ void __launch_bounds__(kThreads)
   float* dp_w = reinterpret_cast<float*>(mine + G::kSBytes);    // [16][kLdS] dP
   bf16* ds_w = reinterpret_cast<bf16*>(mine + 2 * G::kSBytes);  // [16][kLdP] dS
 
-  const BlockPos pos = block_pos(NH, T, true);
+  const BlockPos pos = block_pos(NH, T, kRows, true);
   const bf16* q = heads + static_cast<size_t>(pos.bh) * T * HS;  // (T,hs) each
   const bf16* k = q + per_tensor;
   const bf16* v = k + per_tensor;
@@ -551,19 +533,6 @@ __global__ void __launch_bounds__(kThreads)
                     lane);
 }
 
-unsigned grid_for(int B, int NH, int T) {
-  const size_t blocks = static_cast<size_t>(B) * NH * ((static_cast<size_t>(T) + kRows - 1) / kRows);
-  if (blocks > 0x7fffffffu) fail("cuda attention (bf16): B·NH·ceil(T/64) = {} blocks is too many", blocks);
-  return static_cast<unsigned>(blocks);
-}
-
-// Opt in to more than 48 KiB of dynamic shared memory (set on every launch: cheap, and right on
-// whichever device is current).
-template <typename Kernel>
-void allow_smem(Kernel kernel, size_t bytes) {
-  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
-}
-
 template <int HS>
 void forward_hs(cudaStream_t st, float* out, float* lse, const float* qkv, int B, int T, int C, int NH,
                 void* workspace) {
@@ -572,7 +541,7 @@ void forward_hs(cudaStream_t st, float* out, float* lse, const float* qkv, int B
   const bf16* heads = attention_to_heads(st, workspace, qkv, nullptr, B, T, C, NH);
   const size_t per_tensor = static_cast<size_t>(B) * T * C;
   allow_smem(tc_forward_kernel<HS>, G::kFwdSmem);
-  tc_forward_kernel<HS><<<grid_for(B, NH, T), kThreads, G::kFwdSmem, st>>>(out, lse, heads, per_tensor, NH, T, C, scale);
+  tc_forward_kernel<HS><<<attention_grid(B, NH, T, kRows, "bf16"), kThreads, G::kFwdSmem, st>>>(out, lse, heads, per_tensor, NH, T, C, scale);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -581,7 +550,7 @@ void backward_hs(cudaStream_t st, float* dqkv, const float* delta, const float* 
                  int B, int T, int C, int NH, void* workspace) {
   using G = Tc<HS>;
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
-  const unsigned grid = grid_for(B, NH, T);
+  const unsigned grid = attention_grid(B, NH, T, kRows, "bf16");
   const bf16* heads = attention_to_heads(st, workspace, qkv, dout, B, T, C, NH);
   const size_t per_tensor = static_cast<size_t>(B) * T * C;
   allow_smem(tc_dkdv_kernel<HS>, G::kDkdvSmem);
