@@ -12,6 +12,20 @@
 
 namespace competelm {
 
+// A collective started by a Comm::start_* call and not yet complete. Its buffers must stay
+// untouched (send unwritten, recv unread) until wait() returns; on a device communicator, work
+// the backend enqueues after wait() is ordered after the collective (no host wait needed).
+// Destroying a request that was not waited for waits for it, unless an exception is unwinding
+// (the job is failing: another rank may never join, and the error aborts every rank anyway).
+class CommRequest {
+ public:
+  virtual ~CommRequest() = default;
+  virtual void wait() = 0;
+  // Lets the collective advance without blocking: MPI progresses a nonblocking collective only
+  // inside MPI calls, so callers poll between pieces of other work.
+  virtual void poll() {}
+};
+
 class Comm {
  public:
   virtual ~Comm() = default;
@@ -24,6 +38,11 @@ class Comm {
   virtual int allreduce_max(int value) = 0;
   // recv (n) on rank r = Σ over ranks of send[r·n, (r+1)·n) (send holds size()·n floats).
   virtual void reduce_scatter_sum(const float* send, float* recv, size_t n) = 0;
+  // reduce_scatter_sum, started now and completed by the request's wait(), so that it overlaps
+  // whatever the caller does meanwhile (the backward pass of earlier layers). Every rank starts
+  // the same nonblocking collectives on a communicator in the same order. The default runs the
+  // blocking call now and returns a completed request (no overlap, same result).
+  virtual std::unique_ptr<CommRequest> start_reduce_scatter_sum(const float* send, float* recv, size_t n);
   // recv (size()·bytes) = every rank's `bytes` bytes, in rank order.
   virtual void allgather(const void* send, void* recv, size_t bytes) = 0;
   // Block r of send (bytes each) goes to rank r; block s of recv comes from rank s.

@@ -2,6 +2,7 @@
 // MpiSession refuses a multi-rank launch with a message saying how to build with MPI.
 #include <climits>
 #include <cstring>
+#include <exception>
 
 #include "core/error.hpp"
 #include "dist/dist_context.hpp"
@@ -19,6 +20,26 @@ int checked_int(int64_t n, const char* what) {
   if (n < 0 || n > INT_MAX) fail("MPI {}: {} exceeds MPI's int count limit", what, n);
   return static_cast<int>(n);
 }
+
+// A nonblocking collective (MPI-3). MPI_Test gives it progress (Open MPI's libnbc advances only
+// inside MPI calls); MPI_Wait completes it.
+class MpiRequest final : public CommRequest {
+ public:
+  ~MpiRequest() override {
+    if (req_ != MPI_REQUEST_NULL && std::uncaught_exceptions() == 0) wait();
+  }
+  MPI_Request* handle() { return &req_; }
+  void wait() override {
+    if (req_ != MPI_REQUEST_NULL) MPI_Wait(&req_, MPI_STATUS_IGNORE);
+  }
+  void poll() override {
+    int done = 0;
+    if (req_ != MPI_REQUEST_NULL) MPI_Test(&req_, &done, MPI_STATUS_IGNORE);
+  }
+
+ private:
+  MPI_Request req_ = MPI_REQUEST_NULL;
+};
 
 class MpiComm final : public Comm {
  public:
@@ -51,6 +72,13 @@ class MpiComm final : public Comm {
   void reduce_scatter_sum(const float* send, float* recv, size_t n) override {
     bytes_sent_ += uint64_t(size_ - 1) * n * sizeof(float);
     MPI_Reduce_scatter_block(send, recv, checked_int(int64_t(n), "reduce_scatter"), MPI_FLOAT, MPI_SUM, comm_);
+  }
+  std::unique_ptr<CommRequest> start_reduce_scatter_sum(const float* send, float* recv, size_t n) override {
+    bytes_sent_ += uint64_t(size_ - 1) * n * sizeof(float);
+    auto req = std::make_unique<MpiRequest>();
+    MPI_Ireduce_scatter_block(send, recv, checked_int(int64_t(n), "reduce_scatter"), MPI_FLOAT, MPI_SUM, comm_,
+                              req->handle());
+    return req;
   }
   void allgather(const void* send, void* recv, size_t bytes) override {
     const int b = checked_int(int64_t(bytes), "allgather");
