@@ -105,6 +105,7 @@ struct EvalSection {
 struct DistSection {
   int expert_parallel = 1;            // dist.expert_parallel: ranks sharing one copy of the experts
   std::string gpu_comm = "auto";      // dist.gpu_comm: auto|nccl|mpi (collectives on GPU memory)
+  float bucket_mb = 25.0f;            // dist.bucket_mb: gradient buckets reduced during the backward
 };
 
 struct Config {

@@ -160,6 +160,11 @@ std::vector<KeySpec> build_keys() {
         "the buffers, nccl = NCCL on the device buffers, auto = mpi until the NCCL path is "
         "verified on GPUs; ignored on the CPU",
         .allowed = {"auto", "nccl", "mpi"}),
+      K(dist, bucket_mb,
+        "Data parallel: gradients are reduced in buckets of about this many MB (fp32), each "
+        "started as soon as the backward has finished its layers, so that the reduction overlaps "
+        "the backward of the layers before them; 0 = one reduction after the whole backward",
+        .min = 0.0),
   };
 }
 

@@ -62,6 +62,7 @@ GPT2::GPT2(Backend& backend, const ModelShape& shape, const ModelInit& init, int
   expert_region_begin_ = params_.total_elements();
   for (const TensorSpec& s : params_.specs())
     if (MoeLayer::is_expert_param(s.name)) expert_region_begin_ = std::min(expert_region_begin_, s.offset);
+  build_grad_groups();
   build_act_table(B, T);
   params_mem_ = static_cast<float*>(be_.alloc(params_.total_elements() * sizeof(float)));
   grads_mem_ = static_cast<float*>(be_.alloc(params_.total_elements() * sizeof(float)));
@@ -117,6 +118,40 @@ void GPT2::build_param_table(TensorTable& table, bool canonical) const {
   for (int l : moe_index_)
     MoeLayer::add_expert_params(table, block_prefix(l) + "moe.", moe_.options, int(C),
                                 moe_.ep.local_experts(moe_.options.n_experts));
+}
+
+int GPT2::grad_group_of(const std::string& tensor) const {
+  if (tensor == "wte" || tensor == "wpe") return kEmbeddingGroup;
+  if (tensor.rfind("lnf.", 0) == 0) return lnf_group();
+  CLM_ASSERT(tensor.rfind("blocks.", 0) == 0);
+  const int l = std::stoi(tensor.substr(7));
+  return MoeLayer::is_expert_param(tensor) ? expert_group(l) : block_group(l);
+}
+
+void GPT2::build_grad_groups() {
+  // Each group's tensors are consecutive in the buffer (build_param_table's order); a group
+  // runs to where the next one starts, so that the alignment gaps are covered too.
+  grad_groups_.assign(size_t(2 + 2 * shape_.n_layer), ParamRange{});
+  const std::vector<TensorSpec>& specs = params_.specs();
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const int g = grad_group_of(specs[i].name);
+    const size_t end = i + 1 < specs.size() ? specs[i + 1].offset : params_.total_elements();
+    ParamRange& r = grad_groups_[size_t(g)];
+    if (r.size() == 0) r.begin = specs[i].offset;
+    CLM_ASSERT(r.end == 0 || r.end == specs[i].offset);  // contiguous
+    r.end = end;
+  }
+}
+
+std::vector<ParamRange> GPT2::grad_ready_order() const {
+  std::vector<ParamRange> order{grad_groups_[size_t(lnf_group())]};
+  for (int l = shape_.n_layer - 1; l >= 0; --l) {
+    if (moe_.layers[l] && grad_groups_[size_t(expert_group(l))].size() > 0)
+      order.push_back(grad_groups_[size_t(expert_group(l))]);
+    order.push_back(grad_groups_[size_t(block_group(l))]);
+  }
+  order.push_back(grad_groups_[kEmbeddingGroup]);
+  return order;
 }
 
 size_t GPT2::canonical_offset(const TensorSpec& s) const {
@@ -324,7 +359,7 @@ int GPT2::moe_layer_number(int block) const {
   return -1;
 }
 
-void GPT2::backward(float loss_scale) {
+void GPT2::backward(float loss_scale, GradReadyListener* ready) {
   if (!have_targets_) fail("backward() needs a forward() with targets");
   const int B = B_, T = T_;
   const int C = shape_.d_model, NH = shape_.n_head, L = shape_.n_layer;
@@ -335,6 +370,10 @@ void GPT2::backward(float loss_scale) {
   auto bytes = [&](size_t h) { return acts_[h].numel * sizeof(float); };
   auto w = [&](const std::string& n) { return param(n); };
   auto g = [&](const std::string& n) { return grad(n); };
+  auto done = [&](int group) {  // no op below writes this group's gradients again
+    const ParamRange r = grad_groups_[size_t(group)];
+    if (ready && r.size() > 0) ready->grads_ready(r);
+  };
 
   // d(mean loss)/d logits, in place: the logits buffer becomes dlogits.
   float* dlogits = act(a.logits);
@@ -349,6 +388,7 @@ void GPT2::backward(float loss_scale) {
   const float* last_residual = L > 0 ? act(a.residual3[L - 1]) : act(a.encoded);
   be_.layernorm_backward(dres, g("lnf.weight"), g("lnf.bias"), act(a.d_ln), last_residual,
                          w("lnf.weight"), act(a.lnf_mean), act(a.lnf_rstd), N, C);
+  done(lnf_group());
 
   for (int l = L - 1; l >= 0; --l) {
     const std::string p = "blocks." + std::to_string(l) + ".";
@@ -358,6 +398,7 @@ void GPT2::backward(float loss_scale) {
     if (MoeLayer* moe = moe_layers_[l].get()) {
       be_.zero(act(a.d_ln), bytes(a.d_ln));  // the MoE layer accumulates several branches into it
       moe->backward(act(a.d_ln), dres, loss_scale);
+      done(expert_group(l));
     } else {
       // d_fch = gelu'(fch) ∘ (dres · W_proj); d_fch_gelu is the unfused path's scratch.
       be_.matmul_backward_gelu(act(a.d_fch), g(p + "mlp.proj.weight"), g(p + "mlp.proj.bias"), dres,
@@ -379,9 +420,11 @@ void GPT2::backward(float loss_scale) {
                         act(a.ln1[l]), w(p + "attn.qkv.weight"), N, C, 3 * C, kSet);
     be_.layernorm_backward(dres, g(p + "ln1.weight"), g(p + "ln1.bias"), act(a.d_ln), residual_in,
                            w(p + "ln1.weight"), act(a.ln1_mean[l]), act(a.ln1_rstd[l]), N, C);
+    done(block_group(l));
     // dres is now d(residual3[l-1]) = d(block input).
   }
   be_.encoder_backward(g("wte"), g("wpe"), dres, tokens_dev_, B, T, C);
+  done(kEmbeddingGroup);
   have_targets_ = false;  // the logits buffer now holds dlogits
 }
 

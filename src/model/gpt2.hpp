@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "backend/backend.hpp"
+#include "core/param_range.hpp"
 #include "core/tensor_table.hpp"
 #include "moe/moe_layer.hpp"
 
@@ -89,7 +90,15 @@ class GPT2 {
   size_t moe_activation_bytes() const;  // what the MoE layers keep for their backward
   // Backward of (loss_scale × mean loss) of the last forward(); ACCUMULATES into the grads
   // (gradient accumulation = several forward/backward pairs, then one optimizer step).
-  void backward(float loss_scale = 1.0f);
+  // `ready`, when given (the last micro-step's backward), is told each range of
+  // grad_ready_order() as soon as the backward no longer writes it.
+  void backward(float loss_scale = 1.0f, GradReadyListener* ready = nullptr);
+  // The flat buffer cut into the ranges backward() finalises, in the order it does: lnf, then
+  // for each block from the last: its experts (this rank's, MoE blocks only) and its replicated
+  // tensors, then the embeddings (wte last: the tied LM head and the token embedding both
+  // write its gradient). Together they cover [0, total_elements()) once, alignment gaps
+  // included.
+  std::vector<ParamRange> grad_ready_order() const;
   void zero_grad();
 
   // The last forward's logits (B,T,Vp), copied to the host (valid until backward()).
@@ -106,6 +115,14 @@ class GPT2 {
  private:
   struct Acts;  // activation tensor handles
   int moe_layer_number(int block) const;  // index among the MoE layers
+  // The range of gradient group g of the flat buffer (see grad_ready_order): 0 = embeddings,
+  // 1 + l = block l's replicated tensors, 1 + L = lnf, 2 + L + l = block l's experts.
+  enum : int { kEmbeddingGroup = 0 };
+  int block_group(int l) const { return 1 + l; }
+  int lnf_group() const { return 1 + shape_.n_layer; }
+  int expert_group(int l) const { return 2 + shape_.n_layer + l; }
+  int grad_group_of(const std::string& tensor) const;
+  void build_grad_groups();
   void build_param_table(TensorTable& table, bool canonical) const;
   void build_act_table(int B, int T);
 
@@ -124,6 +141,7 @@ class GPT2 {
   TensorTable params_;
   TensorTable canonical_;
   size_t expert_region_begin_ = 0;
+  std::vector<ParamRange> grad_groups_;  // by group index (empty: a dense block's experts)
   TensorTable acts_;
   float* params_mem_ = nullptr;
   float* grads_mem_ = nullptr;

@@ -199,7 +199,10 @@ int train(const Config& cfg, const TrainerOptions& opts, std::shared_ptr<Comm> w
   model.init_weights(cfg.run.seed);
   backend->set_param_buffer(model.param_buffer(), model.params().total_elements());  // bf16 copy (CUDA)
   // Data parallel over every rank, optimizer state sharded (ZeRO-1): this rank updates owned().
-  DataParallel dp(ctx, model.expert_region_begin(), model.params().total_elements(), backend.get());
+  // Gradient buckets of dist.bucket_mb, each reduced as soon as the backward has finished it.
+  const auto bucket_elements = size_t(double(cfg.dist.bucket_mb) * 1e6 / sizeof(float));
+  DataParallel dp(ctx, model.expert_region_begin(), model.params().total_elements(), backend.get(),
+                  model.grad_ready_order(), bucket_elements);
   AdamW opt(*backend, model.params(),
             AdamWOptions{cfg.optim.beta1, cfg.optim.beta2, cfg.optim.eps, cfg.optim.weight_decay}, dp.owned());
   LrSchedule lr_schedule{cfg.optim.schedule, cfg.optim.lr,         cfg.optim.min_lr_frac,
@@ -359,6 +362,7 @@ int train(const Config& cfg, const TrainerOptions& opts, std::shared_ptr<Comm> w
   const std::optional<int64_t> nan_grad_at = test_nan_grad_step();
   arm_test_checkpoint_full();
 
+  const int64_t start_step = state.step;
   while (state.step < cfg.train.steps) {
     const auto t0 = Clock::now();
     const int64_t step = state.step;  // 0-based index of this optimizer step
@@ -379,15 +383,21 @@ int train(const Config& cfg, const TrainerOptions& opts, std::shared_ptr<Comm> w
       loss_sum += model.forward(inputs.data(), targets.data(), B, T);
       lm_sum += model.last_lm_loss();
       if (n_moe > 0) moe_metrics.add(model.moe_stats());
-      model.backward(inv_accum);  // grads of the mean loss over the whole step
-    }
-    if (nan_grad_at && step + 1 == *nan_grad_at) {
-      const float nan = std::numeric_limits<float>::quiet_NaN();
-      backend->upload(model.grad_buffer(), &nan, sizeof nan);
+      const bool last = micro + 1 == accum;
+      if (last && nan_grad_at && step + 1 == *nan_grad_at) {  // wte's gradient only accumulates from here
+        const float nan = std::numeric_limits<float>::quiet_NaN();
+        backend->upload(model.grad_buffer(), &nan, sizeof nan);
+      }
+      // The last backward finishes the step's gradients: their reduction starts layer by layer.
+      if (last) dp.begin_backward(model.grad_buffer());
+      model.backward(inv_accum, last ? &dp : nullptr);  // grads of the mean loss over the whole step
     }
     // Gradients of the global mean loss on this rank's shards; norms and losses over all ranks
     // (so that every rank takes the same NaN / clipping decisions).
     dp.reduce_gradients(model.grad_buffer());
+    if (step == start_step && dist.world > 1)
+      log->info("data parallel: {} gradient buckets (dist.bucket_mb {}), {} of them reduced during the backward",
+                dp.buckets().size(), cfg.dist.bucket_mb, dp.overlapped_buckets());
     double sums[] = {loss_sum, lm_sum, opt.owned_sum_squares(model.grad_buffer())};
     comm.allreduce_sum(sums, 3);
     const double loss = sums[0] / (double(accum) * dist.world);  // LM loss + MoE aux losses: what is optimised
