@@ -24,14 +24,17 @@ trap 'rm -rf "$OUT"' EXIT
 common=(--set train.steps="$STEPS" --set checkpoint.every=0 --set checkpoint.at_end=false --set eval.every=0
         --set eval.sample_every=0 --set log.every=1 --set run.threads=1 --set train.batch_tokens=0 --quiet
         --set moe.competition_rate=0.07)
-run() {  # run NAME RANKS EP
-  local args=("$CONFIG" --set "run.dir=$OUT/$1" "${common[@]}" --set "dist.expert_parallel=$3")
-  if [ "$2" -eq 1 ]; then "$TRAIN" "${args[@]}"; else mpirun -np "$2" "$TRAIN" "${args[@]}"; fi
+run() {  # run NAME RANKS EP [--set ...]
+  local name=$1 ranks=$2 ep=$3
+  shift 3
+  local args=("$CONFIG" --set "run.dir=$OUT/$name" "${common[@]}" --set "dist.expert_parallel=$ep" "$@")
+  if [ "$ranks" -eq 1 ]; then "$TRAIN" "${args[@]}"; else mpirun -np "$ranks" "$TRAIN" "${args[@]}"; fi
 }
 echo "config $CONFIG, $STEPS steps per run, 1 thread per rank, $(nproc) cores on this machine"
 run dp1 1 1
 run dp2 2 1
 run dp4 4 1
+run dp2s 2 1 --set dist.bucket_mb=0  # the gradient reduction after the backward, not overlapped
 EXPERTS=$(build/bin/competelm-config "$CONFIG" | sed -n 's/^  n_experts: *\([0-9]*\).*/\1/p')
 if [ "$EXPERTS" -gt 0 ] && [ $((EXPERTS % 4)) -eq 0 ]; then
   run ep2 2 2
@@ -83,6 +86,10 @@ for name, n, ep in [("dp1", 1, 1), ("dp2", 2, 1), ("dp4", 4, 1), ("ep2", 2, 2), 
     eff = s["tok_s"] / (n * base["tok_s"])
     print(f"{name:<6} {n:>5} {ep:>3} {s['ms']:>9.1f} {s['tok_s']:>10.0f} {100 * eff:>9.1f}% "
           f"{s['dp'] / 1e6:>16.3f} {dp_formula(n, ep) / 1e6:>10.3f} {s['ep'] / 1e6:>16.3f} {ep_formula(ep) / 1e6:>10.3f}")
+over, serial = stats("dp2"), stats("dp2s")
+if over and serial:
+    print(f"\n2 ranks, gradient reduction overlapped with the backward (dist.bucket_mb default) vs after it "
+          f"(bucket_mb 0): {over['ms']:.1f} vs {serial['ms']:.1f} ms per step, {serial['ms'] / over['ms']:.3f}x")
 PY
 echo
 echo "Formulas (per rank per step, fp32, ring collectives; S = replicated parameters, S_e = this"
