@@ -1,6 +1,8 @@
 #include "dist/staging_comm.hpp"
 
 #include <cstdlib>
+#include <exception>
+#include <functional>
 #include <numeric>
 
 #include "backend/backend.hpp"
@@ -46,6 +48,44 @@ void StagingComm::reduce_scatter_sum(const float* send, float* recv, size_t n) {
   down(send_.data(), send, send_.size());
   host_->reduce_scatter_sum(reinterpret_cast<const float*>(send_.data()), reinterpret_cast<float*>(recv_.data()), n);
   up(recv, recv_.data(), shard);
+}
+
+namespace {
+// A staged reduce-scatter in flight: its host buffers live as long as the host collective.
+class StagedRequest final : public CommRequest {
+ public:
+  StagedRequest(std::vector<float> send, size_t n, float* device_recv, std::function<void(float*, const float*, size_t)> up)
+      : send_(std::move(send)), recv_(n), device_recv_(device_recv), up_(std::move(up)) {}
+  void start(Comm& host) { inner_ = host.start_reduce_scatter_sum(send_.data(), recv_.data(), recv_.size()); }
+  ~StagedRequest() override {
+    if (inner_ && std::uncaught_exceptions() == 0) wait();
+  }
+  void wait() override {
+    if (!inner_) return;
+    inner_->wait();
+    inner_.reset();
+    up_(device_recv_, recv_.data(), recv_.size());
+  }
+  void poll() override {
+    if (inner_) inner_->poll();
+  }
+
+ private:
+  std::vector<float> send_, recv_;
+  float* device_recv_;
+  std::function<void(float*, const float*, size_t)> up_;
+  std::unique_ptr<CommRequest> inner_;
+};
+}  // namespace
+
+std::unique_ptr<CommRequest> StagingComm::start_reduce_scatter_sum(const float* send, float* recv, size_t n) {
+  std::vector<float> host_send(n * size_t(size()));
+  down(host_send.data(), send, host_send.size() * sizeof(float));
+  auto req = std::make_unique<StagedRequest>(std::move(host_send), n, recv, [this](float* d, const float* h, size_t k) {
+    up(d, h, k * sizeof(float));
+  });
+  req->start(*host_);
+  return req;
 }
 
 void StagingComm::allgather(const void* send, void* recv, size_t bytes) {

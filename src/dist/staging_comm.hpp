@@ -37,6 +37,9 @@ class StagingComm final : public Comm {
   void allreduce_sum(int64_t* data, size_t n) override;
   int allreduce_max(int value) override;
   void reduce_scatter_sum(const float* send, float* recv, size_t n) override;
+  // Copies send down now and starts the host communicator's nonblocking reduce-scatter on
+  // buffers of the request's own; wait() completes it and copies the shard up.
+  std::unique_ptr<CommRequest> start_reduce_scatter_sum(const float* send, float* recv, size_t n) override;
   void allgather(const void* send, void* recv, size_t bytes) override;
   void alltoall(const void* send, void* recv, size_t bytes) override;
   void alltoallv(const void* send, const std::vector<int64_t>& send_bytes, void* recv,
