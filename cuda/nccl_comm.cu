@@ -3,15 +3,23 @@
 // ordered with the kernels before and after them without any host synchronisation. Scalars,
 // barrier, split and abort go through the bootstrap (host, MPI) communicator.
 //
+// start_reduce_scatter_sum runs on a communication stream of its own, fenced by events on both
+// sides: it starts after the work queued on the backend's stream so far (which wrote its send
+// buffer), and the request's wait() makes the backend's stream wait for it, so that the kernels
+// queued between start and wait (the rest of the backward pass) overlap it.
+//
 // tests/cuda_emu (competelm-nccl-emu) compiles this file with the host compiler against a shim
 // nccl.h that emulates NCCL with MPI on host memory, and checks every collective against MpiComm
 // on 1, 2 and 4 ranks; tests/gpu/test_cuda_nccl.cpp runs it on one real GPU.
 #include <nccl.h>
 
+#include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <exception>
 #include <memory>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -34,6 +42,65 @@ void check_nccl(ncclResult_t r, ncclComm_t comm, const char* call, const char* f
             last && *last ? ": " : "", last ? last : "");
 }
 #define NCCL_CHECK(call) check_nccl((call), comm_, #call, __FILE__, __LINE__)
+
+// An event that only orders streams (no timing: cheaper to record and to wait on). Destroying
+// it right after a cudaStreamWaitEvent on it is legal: the wait keeps what it needs.
+class Event {
+ public:
+  Event() { CUDA_CHECK(cudaEventCreateWithFlags(&e_, cudaEventDisableTiming)); }
+  ~Event() {
+    if (e_) cudaEventDestroy(e_);
+  }
+  Event(Event&& o) noexcept : e_(std::exchange(o.e_, nullptr)) {}
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+  Event& operator=(Event&&) = delete;
+  cudaEvent_t get() const { return e_; }
+
+ private:
+  cudaEvent_t e_ = nullptr;
+};
+
+// A started start_reduce_scatter_sum: `done_` was recorded on the communication stream after the
+// collective. wait() makes the compute stream wait for it (no host wait); until then nothing on
+// the compute stream is ordered after the collective. Independent of the communicator (the
+// compute stream belongs to the backend, which outlives it; the event is its own object).
+class NcclRequest final : public CommRequest {
+ public:
+  NcclRequest(cudaStream_t compute, Event done) : compute_(compute), done_(std::move(done)) {}
+  ~NcclRequest() override {
+    // Unwinding: the job is failing, nothing more is enqueued that could use the buffers. A
+    // destructor must not throw: a failed wait here is CUDA's sticky error, which the next
+    // checked CUDA call reports.
+    if (!waited_ && std::uncaught_exceptions() == 0) cudaStreamWaitEvent(compute_, done_.get(), 0);
+  }
+  NcclRequest(const NcclRequest&) = delete;
+  NcclRequest& operator=(const NcclRequest&) = delete;
+
+  void wait() override {
+    if (waited_) return;
+    waited_ = true;
+    CUDA_CHECK(cudaStreamWaitEvent(compute_, done_.get(), 0));
+  }
+
+ private:
+  cudaStream_t compute_;
+  Event done_;
+  bool waited_ = false;
+};
+
+// A request with nothing to wait for (a zero-sized collective).
+struct CompletedRequest final : CommRequest {
+  void wait() override {}
+};
+
+// What stopped a host wait on a stream early or made it fail (both success: the stream is idle).
+struct Drained {
+  cudaError_t cuda = cudaSuccess;
+  ncclResult_t nccl = ncclSuccess;  // the communicator's asynchronous error
+  ncclResult_t query = ncclSuccess;  // ncclCommGetAsyncError's own result
+  bool ok() const { return cuda == cudaSuccess && nccl == ncclSuccess && query == ncclSuccess; }
+};
 
 class NcclComm final : public Comm {
  public:
@@ -68,13 +135,27 @@ class NcclComm final : public Comm {
   ~NcclComm() override {
     if (!comm_) return;
     // Unwinding from an error: another rank may never join a pending collective, and
-    // ncclCommDestroy would wait for it; ncclCommAbort does not wait.
-    if (std::uncaught_exceptions() > 0) {
-      ncclCommAbort(comm_);
-    } else {
-      cudaStreamSynchronize(device_.stream());
-      ncclCommDestroy(comm_);
+    // ncclCommDestroy would wait for it; ncclCommAbort does not wait. Otherwise both streams are
+    // drained first; if that meets NCCL's asynchronous error (or a CUDA error) the communicator
+    // is aborted too, with a line on stderr, since a destructor must not throw.
+    bool clean = std::uncaught_exceptions() == 0;
+    if (clean) {
+      Drained d = drain(device_.stream());
+      if (d.ok() && comm_stream_) d = drain(comm_stream_);
+      if (!d.ok()) {
+        clean = false;
+        const char* why = d.cuda != cudaSuccess ? cudaGetErrorString(d.cuda)
+                                                : ncclGetErrorString(d.query != ncclSuccess ? d.query : d.nccl);
+        std::fprintf(stderr, "competelm: NCCL communicator (rank %d of %d) aborted at destruction: %s\n", rank_, size_,
+                     why);
+      }
     }
+    if (clean)
+      ncclCommDestroy(comm_);
+    else
+      ncclCommAbort(comm_);  // ends its kernels on both streams
+    // Pending work (after an abort) does not stop this: the stream's resources go once it drains.
+    if (comm_stream_) cudaStreamDestroy(comm_stream_);
   }
   NcclComm(const NcclComm&) = delete;
   NcclComm& operator=(const NcclComm&) = delete;
@@ -99,6 +180,22 @@ class NcclComm final : public Comm {
     bytes_sent_ += uint64_t(size_ - 1) * n * sizeof(float);
     if (n > 0) NCCL_CHECK(ncclReduceScatter(send, recv, n, ncclFloat32, ncclSum, comm_, stream()));
   }
+  // On the communication stream, between two events: `ready` (recorded on the compute stream
+  // now: the kernels that wrote `send` are queued before it) and `done` (the request's).
+  std::unique_ptr<CommRequest> start_reduce_scatter_sum(const float* send, float* recv, size_t n) override {
+    bytes_sent_ += uint64_t(size_ - 1) * n * sizeof(float);
+    if (n == 0) return std::make_unique<CompletedRequest>();
+    const cudaStream_t cs = comm_stream();
+    {
+      Event ready;
+      CUDA_CHECK(cudaEventRecord(ready.get(), stream()));
+      CUDA_CHECK(cudaStreamWaitEvent(cs, ready.get(), 0));
+    }
+    NCCL_CHECK(ncclReduceScatter(send, recv, n, ncclFloat32, ncclSum, comm_, cs));
+    Event done;
+    CUDA_CHECK(cudaEventRecord(done.get(), cs));
+    return std::make_unique<NcclRequest>(stream(), std::move(done));
+  }
   void allgather(const void* send, void* recv, size_t bytes) override {
     bytes_sent_ += uint64_t(size_ - 1) * bytes;
     if (bytes > 0) NCCL_CHECK(ncclAllGather(send, recv, bytes, ncclUint8, comm_, stream()));
@@ -121,9 +218,10 @@ class NcclComm final : public Comm {
     if (rank_ == root && size_ > 1) bytes_sent_ += bytes;  // a lone rank sends nothing
     if (bytes > 0) NCCL_CHECK(ncclBroadcast(data, data, bytes, ncclUint8, root, comm_, stream()));
   }
-  // The device work queued so far is done on every rank when barrier() returns.
+  // The device work queued so far (both streams) is done on every rank when barrier() returns.
   void barrier() override {
-    CUDA_CHECK(cudaStreamSynchronize(stream()));
+    synchronize(stream());
+    if (comm_stream_) synchronize(comm_stream_);
     bootstrap_->barrier();
   }
   std::unique_ptr<Comm> split(int color, int key) override {
@@ -139,6 +237,42 @@ class NcclComm final : public Comm {
 
  private:
   cudaStream_t stream() const { return device_.stream(); }
+  // Made on the first start_* call: a run without overlap never has one.
+  cudaStream_t comm_stream() {
+    if (!comm_stream_) {
+      CUDA_CHECK(cudaSetDevice(device_.device()));  // a stream belongs to the current device
+      CUDA_CHECK(cudaStreamCreateWithFlags(&comm_stream_, cudaStreamNonBlocking));
+    }
+    return comm_stream_;
+  }
+
+  // Waits on the host until `s` is idle, polling NCCL's asynchronous error meanwhile: after a
+  // peer fails, NCCL's kernels may spin forever, so a plain cudaStreamSynchronize would never
+  // return, and the asynchronous error is what says so (NCCL's documented pattern). Only where
+  // the host blocks anyway (barrier, destruction): never in a hot path.
+  Drained drain(cudaStream_t s) const noexcept {
+    Drained d;
+    for (;;) {
+      const cudaError_t q = cudaStreamQuery(s);
+      if (q != cudaSuccess && q != cudaErrorNotReady) {
+        d.cuda = q;
+        return d;
+      }
+      if (q == cudaErrorNotReady) (void)cudaGetLastError();  // not an error: keep it out of the next check
+      d.query = ncclCommGetAsyncError(comm_, &d.nccl);
+      if (d.query != ncclSuccess) return d;
+      if (d.nccl != ncclSuccess && d.nccl != ncclInProgress) return d;
+      d.nccl = ncclSuccess;  // in progress: a nonblocking communicator's call still running
+      if (q == cudaSuccess) return d;
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+  }
+  void synchronize(cudaStream_t s) {
+    const Drained d = drain(s);
+    check_cuda(d.cuda, "cudaStreamQuery (a host wait on an NCCL communicator's streams)", __FILE__, __LINE__);
+    check_nccl(d.query, comm_, "ncclCommGetAsyncError", __FILE__, __LINE__);
+    check_nccl(d.nccl, comm_, "an earlier collective (ncclCommGetAsyncError)", __FILE__, __LINE__);
+  }
   void count_allreduce(size_t bytes) { bytes_sent_ += 2 * uint64_t(size_ - 1) * bytes / uint64_t(size_); }
 
   // Blocks of send_bytes[r] bytes (contiguous, in rank order) to rank r; recv_bytes[s] bytes from
@@ -178,6 +312,7 @@ class NcclComm final : public Comm {
   CudaBackend& device_;
   int rank_, size_;
   ncclComm_t comm_ = nullptr;
+  cudaStream_t comm_stream_ = nullptr;  // start_* collectives only (comm_stream())
 };
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <semaphore>
 #include <map>
+#include <set>
 #include <string>
 
 thread_local uint3 threadIdx, blockIdx;
@@ -13,6 +14,7 @@ std::barrier<>* g_bar;
 std::vector<Warp>* g_warps;
 std::atomic<long> g_errors{0};
 size_t g_malloc_count = 0;
+long g_live_streams = 0, g_live_events = 0;
 long g_lt_gelu_calls = 0;
 long g_lt_dgelu_calls = 0;
 bool g_serial = false;
@@ -114,7 +116,45 @@ cudaError_t cudaMemcpy(void* d, const void* s, size_t n, cudaMemcpyKind) { std::
 cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
 cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
 cudaError_t cudaStreamCreate(cudaStream_t* s) { *s = &g_stream; return cudaSuccess; }
-cudaError_t cudaStreamDestroy(cudaStream_t) { return cudaSuccess; }
+// Streams of cudaStreamCreateWithFlags and events are heap objects tracked in these sets, so
+// that a stale or foreign handle is reported (a GPU would fail or misbehave on one).
+static std::set<CUstream_st*> g_streams;
+struct CUevent_st { int dummy; };
+static std::set<CUevent_st*> g_events;
+static bool known_stream(cudaStream_t s) { return s == &g_stream || g_streams.count(s) > 0; }
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+  if (s == &g_stream) return cudaSuccess;
+  if (!g_streams.erase(s)) { emu::fail("cudaStreamDestroy of an unknown or destroyed stream"); return cudaErrorInvalidValue; }
+  delete s; --emu::g_live_streams;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned flags) {
+  if (!s || (flags & ~unsigned(cudaStreamNonBlocking))) { emu::fail("cudaStreamCreateWithFlags: bad arguments"); return cudaErrorInvalidValue; }
+  *s = new CUstream_st{}; g_streams.insert(*s); ++emu::g_live_streams;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamQuery(cudaStream_t s) {
+  if (!known_stream(s)) { emu::fail("cudaStreamQuery of an unknown stream"); return cudaErrorInvalidValue; }
+  return cudaSuccess;
+}
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags) {
+  if (!known_stream(s) || !g_events.count(e) || flags != 0) { emu::fail("cudaStreamWaitEvent: unknown stream or event"); return cudaErrorInvalidValue; }
+  return cudaSuccess;  // a never-recorded event is legal and waits for nothing, as on a GPU
+}
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned flags) {
+  if (!e || (flags & ~unsigned(cudaEventDisableTiming))) { emu::fail("cudaEventCreateWithFlags: bad arguments"); return cudaErrorInvalidValue; }
+  *e = new CUevent_st{}; g_events.insert(*e); ++emu::g_live_events;
+  return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
+  if (!g_events.count(e) || !known_stream(s)) { emu::fail("cudaEventRecord: unknown event or stream"); return cudaErrorInvalidValue; }
+  return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  if (!g_events.erase(e)) { emu::fail("cudaEventDestroy of an unknown or destroyed event"); return cudaErrorInvalidValue; }
+  delete e; --emu::g_live_events;
+  return cudaSuccess;
+}
 cudaError_t cudaGetDeviceCount(int* c) { *c = 1; return cudaSuccess; }
 cudaError_t cudaSetDevice(int) { return cudaSuccess; }
 cudaError_t cudaGetLastError() { return cudaSuccess; }

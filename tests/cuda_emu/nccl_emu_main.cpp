@@ -49,7 +49,7 @@ struct Checker {
   }
   template <class T>
   void same(const std::vector<T>& got, const std::vector<T>& ref, const std::string& what) {
-    expect(got.size() == ref.size() && std::memcmp(got.data(), ref.data(), ref.size() * sizeof(T)) == 0,
+    expect(got.size() == ref.size() && (ref.empty() || std::memcmp(got.data(), ref.data(), ref.size() * sizeof(T)) == 0),
            what + " differs from MpiComm");
   }
 };
@@ -102,6 +102,65 @@ int check_collectives(Comm& nc, Comm& ref, cuda::CudaBackend& be, uint64_t seed,
     ref.reduce_scatter_sum(send.data(), rref.data(), n);
     c.same(c.down(r, n), rref, "reduce_scatter_sum n=" + std::to_string(n));
     c.same(c.down(s, send.size()), send, "reduce_scatter_sum's send buffer");
+  }
+  // start_reduce_scatter_sum: the blocking call's sums and bytes_sent (the reference is
+  // MpiComm's blocking reduce_scatter_sum). One request at a time, then several in flight at
+  // once on the communicator, waited in start order, one of them by its destructor.
+  for (size_t n : {size_t(1), size_t(5), size_t(300)}) {
+    const auto i = ints(n * static_cast<size_t>(P), -100, 100);
+    const std::vector<float> send(i.begin(), i.end());
+    std::vector<float> rref(n);
+    float* s = c.up(send);
+    float* r = c.up(std::vector<float>(n, -7.0f));
+    const uint64_t b0 = nc.bytes_sent(), rb0 = ref.bytes_sent();
+    std::unique_ptr<CommRequest> req = nc.start_reduce_scatter_sum(s, r, n);
+    req->poll();
+    req->wait();
+    req->wait();  // a second wait is harmless
+    ref.reduce_scatter_sum(send.data(), rref.data(), n);
+    c.expect(nc.bytes_sent() - b0 == ref.bytes_sent() - rb0,
+             "start_reduce_scatter_sum bytes_sent differs from the blocking call's, n=" + std::to_string(n));
+    c.same(c.down(r, n), rref, "start_reduce_scatter_sum n=" + std::to_string(n));
+    c.same(c.down(s, send.size()), send, "start_reduce_scatter_sum's send buffer");
+  }
+  {
+    const std::vector<size_t> ns = {3, 0, 64, 1, 257};
+    std::vector<std::vector<float>> sends, rrefs;
+    std::vector<float*> ds, dr;
+    std::vector<std::unique_ptr<CommRequest>> reqs;
+    const uint64_t b0 = nc.bytes_sent(), rb0 = ref.bytes_sent();
+    for (size_t n : ns) {
+      const auto i = ints(n * static_cast<size_t>(P), -1000, 1000);
+      sends.emplace_back(i.begin(), i.end());
+      ds.push_back(c.up(sends.back()));
+      dr.push_back(c.up(std::vector<float>(n, -7.0f)));
+      reqs.push_back(nc.start_reduce_scatter_sum(ds.back(), dr.back(), n));
+    }
+    for (size_t k = 0; k < ns.size(); ++k) {
+      rrefs.emplace_back(ns[k]);
+      ref.reduce_scatter_sum(sends[k].data(), rrefs[k].data(), ns[k]);
+    }
+    for (size_t k = 0; k + 1 < ns.size(); ++k) reqs[k]->wait();
+    reqs.clear();  // the last one waits in its destructor
+    c.expect(nc.bytes_sent() - b0 == ref.bytes_sent() - rb0, "bytes_sent of requests in flight together");
+    for (size_t k = 0; k < ns.size(); ++k) {
+      c.same(c.down(dr[k], ns[k]), rrefs[k], "request " + std::to_string(k) + " of several in flight");
+      be.dealloc(ds[k]);
+    }
+  }
+  // A blocking collective right after the waits (the rule of src/dist/nccl_comm.hpp).
+  {
+    const auto i = ints(7 * static_cast<size_t>(P), -100, 100);
+    const std::vector<float> send(i.begin(), i.end());
+    std::vector<float> rref(7);
+    float* s = c.up(send);
+    float* r = c.up(std::vector<float>(7, 0.0f));
+    nc.start_reduce_scatter_sum(s, r, 7)->wait();
+    nc.reduce_scatter_sum(s, r, 7);
+    ref.reduce_scatter_sum(send.data(), rref.data(), 7);
+    ref.reduce_scatter_sum(send.data(), rref.data(), 7);
+    c.same(c.down(r, 7), rref, "blocking reduce_scatter_sum after a waited request");
+    be.dealloc(s);
   }
   for (size_t b : {size_t(1), size_t(13), size_t(4096)}) {
     const auto send = bytes(b);
@@ -170,13 +229,17 @@ int check_collectives(Comm& nc, Comm& ref, cuda::CudaBackend& be, uint64_t seed,
 
 int run(Comm& world) {
   int failures = 0;
+  const long errors0 = emu::g_errors.load();
   cuda::CudaBackend be(0);
   // The reference: a fresh MpiComm over the same ranks (its bytes_sent starts at 0).
   std::unique_ptr<Comm> ref = world.split(0, world.rank());
   {
     std::shared_ptr<Comm> boot = world.split(0, world.rank());
     std::unique_ptr<Comm> nc = make_nccl_comm(boot, be);
+    if (emu::g_live_streams != 0) ++failures, std::printf("FAIL a communication stream before any start_* call\n");
     failures += check_collectives(*nc, *ref, be, 1, "world");
+    if (emu::g_live_streams != 1)
+      ++failures, std::printf("FAIL %ld communication streams after start_* calls, want 1\n", emu::g_live_streams);
 
     // Two groups (even / odd world ranks), ordered by descending world rank: key ordering, and
     // NCCL communicators initialised concurrently by disjoint groups.
@@ -208,6 +271,10 @@ int run(Comm& world) {
     if (!threw) ++failures, std::printf("FAIL make_nccl_comm accepted the CPU backend\n");
     nc->barrier();
   }
+  if (emu::g_live_streams != 0 || emu::g_live_events != 0)
+    ++failures, std::printf("FAIL %ld streams and %ld events not destroyed\n", emu::g_live_streams, emu::g_live_events);
+  if (emu::g_errors.load() != errors0)
+    ++failures, std::printf("FAIL %ld misuses of the emulated CUDA runtime\n", emu::g_errors.load() - errors0);
   if (nccl_emu::live_comms() != 0)
     ++failures, std::printf("FAIL %d emulated NCCL communicators not destroyed\n", nccl_emu::live_comms());
   if (!nccl_built()) ++failures, std::printf("FAIL nccl_built() is false in the NCCL communicator's build\n");

@@ -220,6 +220,12 @@ ncclResult_t ncclCommAbort(ncclComm_t comm) {
   return ncclSuccess;
 }
 
+ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t* async_error) {
+  if (!comm || !async_error) return error(ncclInvalidArgument, "ncclCommGetAsyncError: null argument");
+  *async_error = ncclSuccess;
+  return ncclSuccess;
+}
+
 ncclResult_t ncclCommCount(const ncclComm_t comm, int* count) {
   if (!comm || !count) return error(ncclInvalidArgument, "ncclCommCount: null argument");
   *count = comm->nranks;

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstddef>
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -110,4 +111,64 @@ TEST_CASE("NcclComm on one GPU: collectives on device buffers, stream-ordered", 
                   static_cast<void*>(ld), static_cast<void*>(bs), static_cast<void*>(br)})
     be->dealloc(p);
   nc.reset();  // ncclCommDestroy before the backend's stream goes
+}
+
+TEST_CASE("NcclComm on one GPU: start_reduce_scatter_sum on its own stream, fenced by events", "[cuda][nccl]") {
+  std::unique_ptr<Backend> be = make_backend("cuda", 0);
+  if (!nccl_built()) {
+    WARN("built without NCCL: nothing to check");
+    return;
+  }
+  std::unique_ptr<Comm> nc = make_nccl_comm(make_self_comm(), *be);
+
+  // Large enough that the compute-stream kernels before start take a while (a missing `ready`
+  // event would let the collective read the buffer mid-update) and the copy itself too (a missing
+  // wait would let the kernel after wait() read recv before it is written). One rank: recv = send.
+  const size_t n = size_t(1) << 24;
+  std::vector<float> x(n);
+  for (size_t i = 0; i < n; ++i) x[i] = float(int(i % 2001) - 1000);
+  float* send = upload(*be, x);
+  float* recv = upload(*be, std::vector<float>(n, -1.0f));
+  for (int k = 0; k < 20; ++k) be->scale(send, -1.0f, n);  // an even count: send = x again, slowly
+  be->scale(send, 2.0f, n);                                  // send = 2x, written right before start
+  std::unique_ptr<CommRequest> req = nc->start_reduce_scatter_sum(send, recv, n);
+  req->poll();
+  req->wait();
+  be->scale(recv, 3.0f, n);  // reads recv after wait(): 6x
+  std::vector<float> got = download(*be, recv, n);
+  size_t bad = 0;
+  for (size_t i = 0; i < n; ++i) bad += got[i] != 6.0f * x[i];
+  CHECK(bad == 0);
+  CHECK(nc->bytes_sent() == 0);
+
+  // Several requests in flight on the communicator, waited in start order (the last by its
+  // destructor), each reading a buffer a kernel wrote just before its start; then a blocking
+  // collective on the same communicator, as the rule in src/dist/nccl_comm.hpp allows.
+  const size_t m = 300007;
+  std::vector<float*> sends, recvs;
+  std::vector<std::unique_ptr<CommRequest>> reqs;
+  for (int k = 0; k < 4; ++k) {
+    sends.push_back(upload(*be, std::vector<float>(x.begin(), x.begin() + std::ptrdiff_t(m))));
+    recvs.push_back(upload(*be, std::vector<float>(m, -1.0f)));
+    be->scale(sends.back(), float(k + 1), m);
+    reqs.push_back(nc->start_reduce_scatter_sum(sends.back(), recvs.back(), m));
+  }
+  CHECK(nc->start_reduce_scatter_sum(nullptr, nullptr, 0) != nullptr);  // nothing to move
+  for (int k = 0; k < 3; ++k) reqs[size_t(k)]->wait();
+  reqs.clear();
+  for (int k = 0; k < 4; ++k) be->scale(recvs[size_t(k)], -1.0f, m);
+  nc->reduce_scatter_sum(recvs[0], recvs[0], m);  // in place on one rank: unchanged
+  nc->barrier();  // both streams drained, NCCL's asynchronous error checked
+  for (int k = 0; k < 4; ++k) {
+    got = download(*be, recvs[size_t(k)], m);
+    bad = 0;
+    for (size_t i = 0; i < m; ++i) bad += got[i] != -float(k + 1) * x[i];
+    CHECK(bad == 0);
+  }
+
+  for (float* p : sends) be->dealloc(p);
+  for (float* p : recvs) be->dealloc(p);
+  be->dealloc(send);
+  be->dealloc(recv);
+  nc.reset();  // drains the communication stream and destroys it
 }

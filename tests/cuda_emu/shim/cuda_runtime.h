@@ -43,7 +43,13 @@ extern thread_local uint3 threadIdx, blockIdx;
 extern dim3 blockDim, gridDim;
 
 typedef struct CUstream_st* cudaStream_t;
-enum cudaError_t { cudaSuccess = 0, cudaErrorMemoryAllocation = 2, cudaErrorInvalidValue = 1 };
+typedef struct CUevent_st* cudaEvent_t;
+enum cudaError_t { cudaSuccess = 0, cudaErrorMemoryAllocation = 2, cudaErrorInvalidValue = 1, cudaErrorNotReady = 600 };
+#define cudaStreamDefault 0x00
+#define cudaStreamNonBlocking 0x01
+#define cudaEventDefault 0x00
+#define cudaEventDisableTiming 0x02
+#define cudaEventWaitDefault 0x00
 enum cudaMemcpyKind { cudaMemcpyHostToHost, cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost, cudaMemcpyDeviceToDevice, cudaMemcpyDefault };
 enum cudaDataType { CUDA_R_32F = 0, CUDA_R_16F = 2, CUDA_R_16BF = 14 };
 typedef cudaDataType cudaDataType_t;
@@ -67,6 +73,9 @@ extern std::barrier<>* g_bar;
 extern std::vector<Warp>* g_warps;
 extern std::atomic<long> g_errors;
 extern size_t g_malloc_count;
+// Streams made by cudaStreamCreateWithFlags and events not yet destroyed (a test checks none
+// leak). cudaStreamCreate hands out one shared stream, not counted.
+extern long g_live_streams, g_live_events;
 // Run a launch's threads one after another on the calling thread: much faster, and exact for
 // kernels with no barrier or shuffle (g_bar / g_warps are null then, so using one crashes).
 extern bool g_serial;
@@ -154,6 +163,15 @@ cudaError_t cudaStreamSynchronize(cudaStream_t);
 cudaError_t cudaDeviceSynchronize();
 cudaError_t cudaStreamCreate(cudaStream_t*);
 cudaError_t cudaStreamDestroy(cudaStream_t);
+// Streams and events: everything runs at once on the host, so every stream is always idle
+// (cudaStreamQuery: cudaSuccess) and ordering between streams holds by construction. They
+// check their handles (an event used after cudaEventDestroy, a stream destroyed twice).
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned flags);
+cudaError_t cudaStreamQuery(cudaStream_t s);
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags = 0);
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned flags);
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s = nullptr);
+cudaError_t cudaEventDestroy(cudaEvent_t e);
 cudaError_t cudaGetDeviceCount(int*);
 cudaError_t cudaSetDevice(int);
 cudaError_t cudaGetLastError();
