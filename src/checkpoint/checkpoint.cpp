@@ -20,6 +20,9 @@
 // A sharded kind ("model", "optim") is complete when meta.json lists all N files
 // <kind>.shard-R-of-N.bin (R = 0..N-1, 5 digits each) and their entries tile every tensor's
 // elements exactly once; Checkpoint::read_assembled joins them (any reader, any rank count).
+// A resuming rank reads less: read_index takes only the files' directories (same coverage
+// checks) and read_ranges preads the bytes of the elements it holds; the ranks split the
+// checksum verification (Verify::none + verify_files(verification_share(rank, W))).
 // The saver adds "ranks": W, "expert_parallel": P to meta.json (informational).
 //
 // Multi-rank commit (train/run_state.cpp): rank 0 creates the temporary directory and sends
@@ -368,7 +371,7 @@ std::string CheckpointWriter::commit(const std::string& extra_json_fields) {
 
 // ---- Checkpoint (reader) ---------------------------------------------------------------
 
-Checkpoint::Checkpoint(const std::string& dir) : dir_(dir) {
+Checkpoint::Checkpoint(const std::string& dir, Verify verify) : dir_(dir) {
   const std::string meta_path = dir + "/" + kMetaFile;
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) fail("checkpoint {}: not a directory", dir);
@@ -413,7 +416,47 @@ Checkpoint::Checkpoint(const std::string& dir) : dir_(dir) {
     f.checksum = std::stoull(hex, nullptr, 16);
     files_.push_back(std::move(f));
   }
-  for (const CheckpointFile& f : files_) verify_checkpoint_file(dir_, f);
+  if (verify == Verify::all) {
+    std::vector<size_t> every(files_.size());
+    for (size_t i = 0; i < every.size(); ++i) every[i] = i;
+    verify_files(every);
+    return;
+  }
+  // Unverified contents, but the listing must hold: each file there with its size.
+  for (const CheckpointFile& f : files_) {
+    const std::string path = dir + "/" + f.name;
+    const auto size = fs::file_size(path, ec);
+    if (ec) fail("{}: listed in meta.json but cannot be read: {}", path, ec.message());
+    if (size != f.bytes)
+      fail("{}: size mismatch: meta.json lists {} bytes but the file has {} (truncated or corrupted?)", path,
+           f.bytes, size);
+  }
+}
+
+void Checkpoint::verify_files(const std::vector<size_t>& indices) const {
+  for (size_t i : indices) {
+    CLM_ASSERT(i < files_.size());
+    verify_checkpoint_file(dir_, files_[i]);
+    bytes_read_ += files_[i].bytes;
+  }
+}
+
+std::vector<size_t> Checkpoint::verification_share(int part, int parts) const {
+  CLM_ASSERT(parts > 0 && part >= 0 && part < parts);
+  // Largest file first, each to the part with the fewest bytes so far (ties: the lower part):
+  // deterministic, so every process reading this meta.json computes the same partition.
+  std::vector<size_t> order(files_.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return files_[a].bytes > files_[b].bytes; });
+  std::vector<uint64_t> load(size_t(parts), 0);
+  std::vector<size_t> mine;
+  for (size_t i : order) {
+    const size_t to = size_t(std::min_element(load.begin(), load.end()) - load.begin());
+    load[to] += files_[i].bytes;
+    if (to == size_t(part)) mine.push_back(i);
+  }
+  std::sort(mine.begin(), mine.end());
+  return mine;
 }
 
 const CheckpointFile& Checkpoint::file(const std::string& file_name) const {
@@ -428,7 +471,9 @@ bool Checkpoint::has_file(const std::string& file_name) const {
 
 std::map<std::string, LoadedTensor> Checkpoint::read_tensors(const std::string& file_name) const {
   CheckpointFileReader in(dir_, file(file_name));
-  return read_tensor_file(in);
+  auto out = read_tensor_file(in);
+  bytes_read_ += in.bytes_read();
+  return out;
 }
 
 namespace {
@@ -462,82 +507,150 @@ std::string shard_file_name(const std::string& kind, int rank, int ranks) {
   return fmt::format("{}.shard-{:05d}-of-{:05d}.bin", kind, rank, ranks);
 }
 
-std::map<std::string, LoadedTensor> Checkpoint::read_assembled(const std::string& kind) const {
+std::vector<const CheckpointFile*> Checkpoint::kind_files(const std::string& kind) const {
   std::vector<const CheckpointFile*> sources;
   const std::string whole_name = kind + ".bin";
   if (has_file(whole_name)) {
     sources.push_back(&file(whole_name));
-  } else {
-    int ranks = 0;
-    std::map<int, const CheckpointFile*> by_rank;
-    for (const CheckpointFile& f : files_) {
-      auto shard = parse_shard_file_name(f.name, kind);
-      if (!shard) continue;
-      if (ranks != 0 && shard->second != ranks)
-        fail("checkpoint {}: {} says {} ranks but another shard file says {}", dir_, f.name, shard->second, ranks);
-      ranks = shard->second;
-      if (shard->first >= ranks) fail("checkpoint {}: {}: rank {} of {} ranks", dir_, f.name, shard->first, ranks);
-      by_rank[shard->first] = &f;
-    }
-    if (ranks == 0) fail("checkpoint {}: has neither {} nor {}.shard-*.bin files", dir_, whole_name, kind);
-    for (int r = 0; r < ranks; ++r) {
-      if (!by_rank.count(r))
-        fail_hint("the checkpoint is incomplete; resume from an earlier one",
-                  "checkpoint {}: {} is missing (meta.json lists {} of {} {} shards)", dir_,
-                  shard_file_name(kind, r, ranks), by_rank.size(), ranks, kind);
-      sources.push_back(by_rank[r]);
-    }
+    return sources;
   }
-  // Upper bound on the elements the files can cover: an entry claiming a huge global shape
-  // (corruption) is refused before its tensor is allocated.
-  uint64_t budget = 0;
-  for (const CheckpointFile* f : sources) budget += f->bytes / sizeof(float);
+  int ranks = 0;
+  std::map<int, const CheckpointFile*> by_rank;
+  for (const CheckpointFile& f : files_) {
+    auto shard = parse_shard_file_name(f.name, kind);
+    if (!shard) continue;
+    if (ranks != 0 && shard->second != ranks)
+      fail("checkpoint {}: {} says {} ranks but another shard file says {}", dir_, f.name, shard->second, ranks);
+    ranks = shard->second;
+    if (shard->first >= ranks) fail("checkpoint {}: {}: rank {} of {} ranks", dir_, f.name, shard->first, ranks);
+    by_rank[shard->first] = &f;
+  }
+  if (ranks == 0) fail("checkpoint {}: has neither {} nor {}.shard-*.bin files", dir_, whole_name, kind);
+  for (int r = 0; r < ranks; ++r) {
+    if (!by_rank.count(r))
+      fail_hint("the checkpoint is incomplete; resume from an earlier one",
+                "checkpoint {}: {} is missing (meta.json lists {} of {} {} shards)", dir_,
+                shard_file_name(kind, r, ranks), by_rank.size(), ranks, kind);
+    sources.push_back(by_rank[r]);
+  }
+  return sources;
+}
 
-  struct Piece {
-    uint64_t begin, end;
-    const std::string* file;
-  };
-  std::map<std::string, LoadedTensor> out;
-  std::map<std::string, std::vector<Piece>> pieces;
-  std::map<std::string, std::string> first_file;  // where each tensor was first seen
-  uint64_t allocated = 0;
-  for (const CheckpointFile* f : sources) {
-    CheckpointFileReader in(dir_, *f);
-    for (auto& [name, slice] : read_tensor_slices(in)) {
-      auto it = out.find(name);
-      if (it == out.end()) {
-        const uint64_t numel = slice.numel();
-        if (numel > budget - allocated)
-          fail("{}/{}: tensor '{}' {} has more elements ({}) than the {} files hold", dir_, f->name, name,
-               shape_str(slice.shape), numel, kind);
-        allocated += numel;
-        it = out.emplace(name, LoadedTensor{slice.shape, std::vector<float>(size_t(numel), 0.0f)}).first;
-        first_file[name] = f->name;
-      } else if (it->second.shape != slice.shape) {
-        fail("{}/{}: tensor '{}' has shape {} but {} gives it {}", dir_, f->name, name, shape_str(slice.shape),
-             first_file[name], shape_str(it->second.shape));
+TensorKindIndex Checkpoint::read_index(const std::string& kind) const {
+  TensorKindIndex index;
+  index.kind = kind;
+  for (const CheckpointFile* f : kind_files(kind)) index.files.push_back(*f);
+  // Upper bound on the elements the files can cover: an entry claiming a huge global shape
+  // (corruption) is refused here, before any reader allocates its tensor.
+  uint64_t budget = 0;
+  for (const CheckpointFile& f : index.files) budget += f.bytes / sizeof(float);
+  // Every directory first: a damaged file is reported as such, not as the gap it leaves.
+  std::vector<std::vector<TensorFileEntry>> directories;
+  for (const CheckpointFile& f : index.files) {
+    CheckpointFileReader in(dir_, f);
+    directories.push_back(read_tensor_index(in));
+    bytes_read_ += in.bytes_read();
+  }
+  uint64_t claimed = 0;
+  std::map<std::string, size_t> first_file;  // where each tensor was first seen
+  for (size_t fi = 0; fi < index.files.size(); ++fi) {
+    const CheckpointFile& f = index.files[fi];
+    for (TensorFileEntry& e : directories[fi]) {
+      auto it = index.tensors.find(e.name);
+      if (it == index.tensors.end()) {
+        TensorKindIndex::Tensor t;
+        t.numel = 1;
+        for (int64_t d : e.shape) t.numel *= uint64_t(d);  // no overflow: checked by the parser
+        if (t.numel > budget - claimed)
+          fail("{}/{}: tensor '{}' {} has more elements ({}) than the {} files hold", dir_, f.name, e.name,
+               shape_str(e.shape), t.numel, kind);
+        claimed += t.numel;
+        t.shape = e.shape;
+        it = index.tensors.emplace(e.name, std::move(t)).first;
+        first_file[e.name] = fi;
+      } else if (it->second.shape != e.shape) {
+        fail("{}/{}: tensor '{}' has shape {} but {} gives it {}", dir_, f.name, e.name, shape_str(e.shape),
+             index.files[first_file[e.name]].name, shape_str(it->second.shape));
       }
-      std::copy(slice.data.begin(), slice.data.end(), it->second.data.begin() + ptrdiff_t(slice.begin));
-      pieces[name].push_back({slice.begin, slice.end, &f->name});
+      it->second.pieces.push_back({fi, e.begin, e.end, e.offset});
     }
   }
   // Every element exactly once: the sorted pieces tile [0, numel).
-  for (auto& [name, list] : pieces) {
-    std::sort(list.begin(), list.end(), [](const Piece& a, const Piece& b) { return a.begin < b.begin; });
-    const uint64_t numel = out.at(name).data.size();
+  for (auto& [name, t] : index.tensors) {
+    auto& list = t.pieces;
+    std::stable_sort(list.begin(), list.end(),
+                     [](const TensorKindIndex::Piece& a, const TensorKindIndex::Piece& b) { return a.begin < b.begin; });
     uint64_t covered = 0;
     const std::string* prev = nullptr;
-    for (const Piece& p : list) {
+    for (const TensorKindIndex::Piece& p : list) {
       if (p.begin > covered)
         fail("checkpoint {}: tensor '{}': elements [{}, {}) are in no {} file", dir_, name, covered, p.begin, kind);
       if (p.begin < covered)
         fail("checkpoint {}: tensor '{}': elements [{}, {}) are stored twice ({} and {})", dir_, name, p.begin,
-             std::min(covered, p.end), *prev, *p.file);
+             std::min(covered, p.end), *prev, index.files[p.file].name);
       covered = p.end;
-      prev = p.file;
+      prev = &index.files[p.file].name;
     }
-    if (covered != numel)
-      fail("checkpoint {}: tensor '{}': elements [{}, {}) are in no {} file", dir_, name, covered, numel, kind);
+    if (covered != t.numel)
+      fail("checkpoint {}: tensor '{}': elements [{}, {}) are in no {} file", dir_, name, covered, t.numel, kind);
+  }
+  return index;
+}
+
+void Checkpoint::read_ranges(const TensorKindIndex& index, const std::vector<TensorRangeRequest>& wanted) const {
+  struct Read {
+    uint64_t offset;  // in the file
+    size_t bytes;
+    float* dst;
+  };
+  std::vector<std::vector<Read>> by_file(index.files.size());
+  for (const TensorRangeRequest& w : wanted) {
+    auto it = index.tensors.find(w.name);
+    if (it == index.tensors.end())
+      fail("checkpoint {}: no {} file holds a tensor '{}'", dir_, index.kind, w.name);
+    const TensorKindIndex::Tensor& t = it->second;
+    if (w.begin > w.end || w.end > t.numel)
+      fail("checkpoint {}: elements [{}, {}) of tensor '{}' {} requested, but it has {}", dir_, w.begin, w.end,
+           w.name, shape_str(t.shape), t.numel);
+    if (w.begin == w.end) continue;
+    CLM_ASSERT(w.dst != nullptr);
+    // The pieces tile [0, numel) in order: start at the last one beginning at or before w.begin.
+    auto p = std::upper_bound(t.pieces.begin(), t.pieces.end(), w.begin,
+                              [](uint64_t at, const TensorKindIndex::Piece& q) { return at < q.begin; });
+    if (p != t.pieces.begin()) --p;
+    for (; p != t.pieces.end() && p->begin < w.end; ++p) {
+      const uint64_t lo = std::max(w.begin, p->begin), hi = std::min(w.end, p->end);
+      if (lo >= hi) continue;
+      by_file[p->file].push_back({p->offset + (lo - p->begin) * sizeof(float), size_t(hi - lo) * sizeof(float),
+                                  w.dst + (lo - w.begin)});
+    }
+  }
+  for (size_t fi = 0; fi < by_file.size(); ++fi) {
+    std::vector<Read>& reads = by_file[fi];
+    if (reads.empty()) continue;  // this reader needs nothing from that file: not even opened
+    std::sort(reads.begin(), reads.end(), [](const Read& a, const Read& b) { return a.offset < b.offset; });
+    CheckpointFileReader in(dir_, index.files[fi]);
+    for (const Read& r : reads) in.read_at(r.offset, r.dst, r.bytes);
+    bytes_read_ += in.bytes_read();
+  }
+}
+
+std::map<std::string, LoadedTensor> Checkpoint::read_assembled(const std::string& kind) const {
+  // The directories first: coverage and shapes checked before any tensor is allocated.
+  const TensorKindIndex index = read_index(kind);
+  std::map<std::string, LoadedTensor> out;
+  for (const auto& [name, t] : index.tensors)
+    out.emplace(name, LoadedTensor{t.shape, std::vector<float>(size_t(t.numel), 0.0f)});
+  // Then every file streamed through its checksum.
+  for (const CheckpointFile& f : index.files) {
+    CheckpointFileReader in(dir_, f);
+    for (auto& [name, slice] : read_tensor_slices(in)) {
+      auto it = out.find(name);
+      if (it == out.end() || it->second.shape != slice.shape || slice.end > it->second.data.size())
+        fail("{}/{}: tensor '{}' changed while the checkpoint was being read", dir_, f.name, name);
+      std::copy(slice.data.begin(), slice.data.end(), it->second.data.begin() + ptrdiff_t(slice.begin));
+    }
+    bytes_read_ += in.bytes_read();
   }
   return out;
 }
@@ -547,6 +660,7 @@ std::string Checkpoint::read_text(const std::string& file_name) const {
   std::string text(size_t(in.size()), '\0');
   in.read(text.data(), text.size());
   in.finish();
+  bytes_read_ += in.bytes_read();
   return text;
 }
 

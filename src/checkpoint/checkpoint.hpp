@@ -48,6 +48,32 @@ struct CheckpointFile {
 
 class CheckpointFileWriter;  // checkpoint/file_io.hpp
 
+// Where every element of the tensors of one kind ("model", "optim") lives, from the
+// directories of its files alone (no data read): Checkpoint::read_index builds it, checking
+// that every element of every tensor is stored exactly once; read_ranges reads from it.
+struct TensorKindIndex {
+  struct Piece {
+    size_t file = 0;              // into files
+    uint64_t begin = 0, end = 0;  // elements [begin, end) of the tensor
+    uint64_t offset = 0;          // byte offset of element `begin` in that file
+  };
+  struct Tensor {
+    std::vector<int64_t> shape;  // global
+    uint64_t numel = 0;
+    std::vector<Piece> pieces;   // sorted by begin, tiling [0, numel)
+  };
+  std::string kind;
+  std::vector<CheckpointFile> files;  // <kind>.bin, or the shards in rank order
+  std::map<std::string, Tensor> tensors;
+};
+
+// Elements [begin, end) of the tensor `name`, to be written to dst (end - begin floats).
+struct TensorRangeRequest {
+  std::string name;
+  uint64_t begin = 0, end = 0;
+  float* dst = nullptr;
+};
+
 // The file of rank `rank` of `ranks` in a sharded checkpoint: "<kind>.shard-00001-of-00004.bin".
 std::string shard_file_name(const std::string& kind, int rank, int ranks);
 
@@ -95,12 +121,33 @@ class CheckpointWriter {
 
 class Checkpoint {
  public:
-  // Opens a committed checkpoint directory and verifies every file's checksum and size
-  // against meta.json. Throws competelm::Error naming the file that fails.
-  explicit Checkpoint(const std::string& dir);
+  // all: every file's checksum is verified on opening. none: meta.json is still parsed and
+  // verified (its own checksum) and every listed file checked to exist with its listed size,
+  // but file contents are not read: for readers that split verification (verify_files) among
+  // processes, e.g. the ranks of a resume (train/run_state.cpp).
+  enum class Verify { all, none };
+  // Opens a committed checkpoint directory and verifies it against meta.json. Throws
+  // competelm::Error naming the file that fails.
+  explicit Checkpoint(const std::string& dir, Verify verify = Verify::all);
 
   const std::string& dir() const { return dir_; }
   int64_t step() const { return step_; }
+  // Verifies (size and checksum, reading each whole) the files at these indices of files().
+  void verify_files(const std::vector<size_t>& indices) const;
+  // A split verification's share: indices into files() for part `part` of `parts`. The parts
+  // partition the files, balanced by bytes (greedy, largest file first), and are the same on
+  // every process that reads this meta.json.
+  std::vector<size_t> verification_share(int part, int parts) const;
+
+  // Selective loading. read_index reads only the directories of <kind>'s files (a few KB
+  // each) and checks the exact-coverage rule as read_assembled does (same errors); read_ranges
+  // then reads just the bytes of the requested elements (pread of the overlapping pieces).
+  // Neither verifies checksums: open with Verify::all, or verify the files (split) first.
+  TensorKindIndex read_index(const std::string& kind) const;
+  void read_ranges(const TensorKindIndex& index, const std::vector<TensorRangeRequest>& wanted) const;
+  // Bytes this object has read from the checkpoint's files (meta.json excluded) so far:
+  // verification, indexes, ranges, tensors, text. Not synchronized: one thread per Checkpoint.
+  uint64_t bytes_read() const { return bytes_read_; }
   // A file of whole tensors (a slice entry is refused: see read_assembled).
   std::map<std::string, LoadedTensor> read_tensors(const std::string& file_name) const;
   // The whole tensors of `kind` ("model", "optim"), from <kind>.bin or, in a multi-rank
@@ -115,8 +162,11 @@ class Checkpoint {
   std::string dir_;
   int64_t step_ = 0;
   std::vector<CheckpointFile> files_;
+  mutable uint64_t bytes_read_ = 0;
 
   const CheckpointFile& file(const std::string& file_name) const;  // throws if not listed
+  // The files of a tensor kind: <kind>.bin, or all shards in rank order (a missing one refused).
+  std::vector<const CheckpointFile*> kind_files(const std::string& kind) const;
 };
 
 // Committed checkpoint directories of a run, oldest first (temporary ones are ignored).

@@ -86,7 +86,28 @@ void CheckpointFileReader::raw_read(char* dst, size_t bytes) {
     p += n;
     left -= size_t(n);
   }
+  bytes_read_ += bytes;
   hash_.update(dst, bytes);
+}
+
+void CheckpointFileReader::read_at(uint64_t offset, void* dst, size_t bytes) {
+  if (offset > size_ || bytes > size_ - offset)
+    fail("{}: truncated: needs {} bytes at offset {} but the file has {}", path_, bytes, offset, size_);
+  char* p = static_cast<char*>(dst);
+  size_t left = bytes;
+  uint64_t at = offset;
+  while (left > 0) {
+    ssize_t n = ::pread(fd_, p, left, off_t(at));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      fail_io(fmt::format("read at offset {} failed for", at), path_, errno);
+    }
+    if (n == 0) fail("{}: unexpected end of file at offset {} (file shrank while reading?)", path_, at);
+    p += n;
+    at += uint64_t(n);
+    left -= size_t(n);
+  }
+  bytes_read_ += bytes;
 }
 
 void CheckpointFileReader::read(void* dst, size_t bytes) {

@@ -28,6 +28,8 @@ class CheckpointFileWriter {
 
 // Reads a listed file front to back. Construction checks the size against meta.json; every
 // read is bounds-checked (Error naming file and offset); finish() compares the checksum.
+// read_at serves selective loads (a rank reading only its slices): random access that
+// neither moves the stream nor hashes, so the file's checksum must be verified elsewhere.
 class CheckpointFileReader {
  public:
   CheckpointFileReader(const std::string& dir, const CheckpointFile& expect);
@@ -37,9 +39,13 @@ class CheckpointFileReader {
 
   void read(void* dst, size_t bytes);  // exactly `bytes` or throws "truncated at offset"
   void skip(size_t bytes);             // reads (and hashes) bytes without keeping them
+  // Exactly `bytes` at file offset `offset` (pread), or throws naming the file and offset.
+  void read_at(uint64_t offset, void* dst, size_t bytes);
   uint64_t pos() const { return pos_; }
   uint64_t size() const { return size_; }
   const std::string& path() const { return path_; }
+  // Bytes taken from the file so far (buffer fills, large reads and read_at): the I/O cost.
+  uint64_t bytes_read() const { return bytes_read_; }
   void finish();  // all bytes consumed and checksum equal, or throws
 
  private:
@@ -47,6 +53,7 @@ class CheckpointFileReader {
   CheckpointFile expect_;
   int fd_ = -1;
   uint64_t size_ = 0, pos_ = 0;
+  uint64_t bytes_read_ = 0;
   Checksum64Stream hash_;
   std::string buf_;  // small reads are served from here
   size_t buf_pos_ = 0;

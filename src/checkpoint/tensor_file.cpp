@@ -37,8 +37,8 @@ void append(std::string& out, T v) {
   out.append(b, sizeof(T));
 }
 
-template <typename T>
-T read_pod(CheckpointFileReader& in) {
+template <typename T, typename In>
+T read_pod(In& in) {
   T v;
   in.read(&v, sizeof(T));
   return v;
@@ -114,7 +114,41 @@ void write_tensor_file(CheckpointFileWriter& out, const std::vector<NamedTensor>
   }
 }
 
-std::map<std::string, LoadedSlice> read_tensor_slices(CheckpointFileReader& in) {
+namespace {
+
+// Sequential reads of the directory through read_at, a chunk at a time (the streaming reader
+// would fill its 64 KiB buffer, i.e. read data blocks too, and hash them for nothing).
+class IndexCursor {
+ public:
+  explicit IndexCursor(CheckpointFileReader& file) : file_(file) {}
+  const std::string& path() const { return file_.path(); }
+  uint64_t size() const { return file_.size(); }
+  uint64_t pos() const { return pos_; }
+  void read(void* dst, size_t bytes) {
+    if (bytes > size() - pos_)
+      fail("{}: truncated: needs {} bytes at offset {} but the file has {}", path(), bytes, pos_, size());
+    if (bytes == 0) return;
+    if (pos_ < buf_start_ || pos_ + bytes > buf_start_ + buf_.size()) {
+      buf_start_ = pos_;
+      buf_.resize(size_t(std::min<uint64_t>(std::max<uint64_t>(kChunk, bytes), size() - pos_)));
+      file_.read_at(buf_start_, buf_.data(), buf_.size());
+    }
+    std::memcpy(dst, buf_.data() + (pos_ - buf_start_), bytes);
+    pos_ += bytes;
+  }
+
+ private:
+  static constexpr uint64_t kChunk = 4096;
+  CheckpointFileReader& file_;
+  uint64_t pos_ = 0, buf_start_ = 0;
+  std::string buf_;
+};
+
+// The directory of a tensor file from `in` (a CheckpointFileReader or an IndexCursor), left
+// positioned at the end of the directory. Validates everything before anything is allocated
+// for data; the data blocks are checked to lie inside the file, in order, ending at its end.
+template <typename In>
+std::vector<TensorFileEntry> parse_directory(In& in) {
   const std::string& path = in.path();
   const uint64_t size = in.size();
   if (size < kPreambleBytes) fail("{}: too small ({} bytes) to be a tensor file", path, size);
@@ -133,16 +167,10 @@ std::map<std::string, LoadedSlice> read_tensor_slices(CheckpointFileReader& in) 
   if (count > kMaxCount || uint64_t(count) * min_entry > size - kPreambleBytes)
     fail("{}: tensor count {} at offset 12 is impossible for a file of {} bytes", path, count, size);
 
-  struct Entry {
-    std::string name;
-    std::vector<int64_t> shape;
-    uint64_t begin = 0, end = 0;  // element range of the global tensor
-    uint64_t offset = 0, bytes = 0;
-  };
-  std::vector<Entry> entries(count);
+  std::vector<TensorFileEntry> entries(count);
   std::set<std::string> seen;
   for (uint32_t i = 0; i < count; ++i) {
-    Entry& e = entries[i];
+    TensorFileEntry& e = entries[i];
     const uint64_t entry_pos = in.pos();
     const uint32_t name_len = read_pod<uint32_t>(in);
     if (name_len == 0 || name_len > kMaxNameLength || name_len > size - in.pos())
@@ -168,33 +196,45 @@ std::map<std::string, LoadedSlice> read_tensor_slices(CheckpointFileReader& in) 
         fail("{}: tensor '{}' {} at offset {}: element range [{}, {}) is outside its {} elements", path, e.name,
              shape_str(e.shape), entry_pos, e.begin, e.end, numel);
     }
-    e.bytes = (e.end - e.begin) * sizeof(float);
+    const uint64_t bytes = (e.end - e.begin) * sizeof(float);
     e.offset = read_pod<uint64_t>(in);
-    if (e.offset % kAlign != 0 || e.offset > size || e.bytes > size - e.offset)
+    if (e.offset % kAlign != 0 || e.offset > size || bytes > size - e.offset)
       fail("{}: tensor '{}' {}: data offset {} (+{} bytes) is misaligned or past the end of "
-           "the {}-byte file", path, e.name, shape_str(e.shape), e.offset, e.bytes, size);
+           "the {}-byte file", path, e.name, shape_str(e.shape), e.offset, bytes, size);
   }
 
   // Data blocks follow the header in directory order, without overlap, up to the file end.
   uint64_t end = in.pos();
-  for (const Entry& e : entries) {
+  for (const TensorFileEntry& e : entries) {
     if (e.offset < end)
       fail("{}: tensor '{}': data offset {} overlaps the header or the previous tensor (ends at {})",
            path, e.name, e.offset, end);
-    end = e.offset + e.bytes;
+    end = e.offset + (e.end - e.begin) * sizeof(float);
   }
   if (end != size) fail("{}: data ends at offset {} but the file has {} bytes", path, end, size);
+  return entries;
+}
+
+}  // namespace
+
+std::vector<TensorFileEntry> read_tensor_index(CheckpointFileReader& in) {
+  IndexCursor cursor(in);
+  return parse_directory(cursor);
+}
+
+std::map<std::string, LoadedSlice> read_tensor_slices(CheckpointFileReader& in) {
+  std::vector<TensorFileEntry> entries = parse_directory(in);
 
   // Every size is now bounded by the file size, so these allocations are safe.
   std::map<std::string, LoadedSlice> out;
-  for (Entry& e : entries) {
+  for (TensorFileEntry& e : entries) {
     in.skip(size_t(e.offset - in.pos()));
     LoadedSlice t;
     t.shape = std::move(e.shape);
     t.begin = e.begin;
     t.end = e.end;
-    t.data.resize(size_t(e.bytes / sizeof(float)));
-    in.read(t.data.data(), size_t(e.bytes));
+    t.data.resize(size_t(e.end - e.begin));
+    in.read(t.data.data(), t.data.size() * sizeof(float));
     out.emplace(std::move(e.name), std::move(t));
   }
   in.finish();

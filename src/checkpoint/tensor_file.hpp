@@ -15,6 +15,21 @@ namespace competelm {
 void write_tensor_file(CheckpointFileWriter& out, const std::vector<NamedTensor>& tensors,
                        const std::string& path_for_errors);
 
+// One directory entry of a tensor file: elements [begin, end) of the tensor `name` of global
+// shape `shape`, stored at byte `offset` of the file ((end - begin) * 4 bytes).
+struct TensorFileEntry {
+  std::string name;
+  std::vector<int64_t> shape;
+  uint64_t begin = 0, end = 0;
+  uint64_t offset = 0;
+};
+
+// The directory alone, validated exactly as the full readers validate it (caps, shapes,
+// ranges, every block inside the file and in order, the file ending with the last block),
+// read with in.read_at in small chunks: a few KB of I/O whatever the file's size. The
+// checksum is not checked (verify the file separately).
+std::vector<TensorFileEntry> read_tensor_index(CheckpointFileReader& in);
+
 // Consumes the whole file and checks its checksum (in.finish()). Whole tensors only: a slice
 // entry is refused, naming the file and the tensor.
 std::map<std::string, LoadedTensor> read_tensor_file(CheckpointFileReader& in);

@@ -85,20 +85,30 @@ std::vector<float> download_all(Backend& be, const float* dev, size_t n) {
   return host;
 }
 
-// The canonical (whole-model) host buffer of `table` from `loaded` (by prefix + name).
-std::vector<float> read_canonical(const std::map<std::string, LoadedTensor>& loaded, const TensorTable& table,
-                                  const std::string& prefix, const std::string& file) {
-  std::vector<float> host(table.total_elements(), 0.0f);
+// Every tensor of the canonical `table` (by prefix + name) is in `index` with the model's shape.
+void check_canonical(const TensorKindIndex& index, const TensorTable& table, const std::string& prefix,
+                     const std::string& file) {
   for (const TensorSpec& s : table.specs()) {
-    auto it = loaded.find(prefix + s.name);
-    if (it == loaded.end()) fail("{}: tensor '{}' is missing", file, prefix + s.name);
+    auto it = index.tensors.find(prefix + s.name);
+    if (it == index.tensors.end()) fail("{}: tensor '{}' is missing", file, prefix + s.name);
     if (it->second.shape != s.shape)
       fail_hint("the checkpoint was written by a model of another shape; check the model section of the config",
                 "{}: tensor '{}' has shape {} but the model expects {}", file, prefix + s.name,
                 shape_str(it->second.shape), shape_str(s.shape));
-    std::memcpy(host.data() + s.offset, it->second.data.data(), s.numel * sizeof(float));
   }
-  return host;
+}
+
+// The requests that fill elements [lo, hi) of this rank's flat buffer `local` (params() layout)
+// from the canonical tensors (prefix + name): each local piece maps to its canonical tensor at
+// model.canonical_offset (experts: this rank's slice). Alignment gaps are left alone.
+void request_local_range(const GPT2& model, size_t lo, size_t hi, const std::string& prefix, float* local,
+                         std::vector<TensorRangeRequest>& out) {
+  for (const TensorSpec& s : model.params().specs()) {
+    const size_t a = std::max(lo, s.offset), b = std::min(hi, s.offset + s.numel);
+    if (a >= b) continue;
+    const uint64_t begin = model.canonical_offset(s) + (a - s.offset);
+    out.push_back({prefix + s.name, begin, begin + (b - a), local + a});
+  }
 }
 
 void check_same_model(const Config& ckpt_cfg, const Config& cfg, const std::string& dir) {
@@ -214,15 +224,17 @@ std::vector<std::string> allgather_strings(Comm& comm, const std::string& mine) 
 }
 
 // Collective: true on every rank when `error` is non-empty on any; `error` then holds the
-// message of the lowest failing rank, on every rank.
-bool any_rank_failed(Comm& comm, std::string& error) {
+// message of the lowest failing rank, on every rank ("rank R: " prefixed when there are several),
+// and `hint` (if given) that rank's hint.
+bool any_rank_failed(Comm& comm, std::string& error, std::string* hint = nullptr) {
   const int n = comm.size();
   const int from_top = comm.allreduce_max(error.empty() ? 0 : n - comm.rank());
   if (from_top == 0) return false;
   const int root = n - from_top;
   std::string msg = error;
-  if (comm.rank() == root && msg.rfind("rank ", 0) != 0) msg = fmt::format("rank {}: {}", root, msg);
+  if (n > 1 && comm.rank() == root && msg.rfind("rank ", 0) != 0) msg = fmt::format("rank {}: {}", root, msg);
   error = comm.broadcast_string(msg, root);
+  if (hint) *hint = comm.broadcast_string(*hint, root);
   return true;
 }
 
@@ -304,14 +316,29 @@ TrainState load_run_checkpoint(const Checkpoint& ck, const Config& cfg, GPT2& mo
   const Config ckpt_cfg = parse_config(ck.read_text(kConfigFile), dir + "/" + kConfigFile);
   check_same_model(ckpt_cfg, cfg, dir);
 
-  // Whole-model tensors in; this rank takes its experts and its moment shards.
+  // Only what this rank holds: every local tensor (the replicated ones whole, its experts'
+  // slices) and the moments of its owned ranges; the rest of the files is never read.
   const TensorTable& table = model.canonical_params();
-  const std::vector<float> params =
-      model.from_canonical(read_canonical(ck.read_assembled("model"), table, "", dir + "/model"));
+  const size_t n = model.params().total_elements();
+  const TensorKindIndex model_index = ck.read_index("model");
+  check_canonical(model_index, table, "", dir + "/model");
+  std::vector<float> params(n, 0.0f);  // (local layout)
+  std::vector<TensorRangeRequest> wanted;
+  request_local_range(model, 0, n, "", params.data(), wanted);
+  ck.read_ranges(model_index, wanted);
   backend.upload(model.param_buffer(), params.data(), params.size() * sizeof(float));
-  const auto moments = ck.read_assembled("optim");
-  opt.import_moments(model.from_canonical(read_canonical(moments, table, "m.", dir + "/optim")),
-                     model.from_canonical(read_canonical(moments, table, "v.", dir + "/optim")));
+
+  const TensorKindIndex optim_index = ck.read_index("optim");
+  check_canonical(optim_index, table, "m.", dir + "/optim");
+  check_canonical(optim_index, table, "v.", dir + "/optim");
+  std::vector<float> m(n, 0.0f), v(n, 0.0f);  // (local layout) import reads the owned ranges
+  wanted.clear();
+  for (const ParamRange& r : opt.owned()) {
+    request_local_range(model, r.begin, r.end, "m.", m.data(), wanted);
+    request_local_range(model, r.begin, r.end, "v.", v.data(), wanted);
+  }
+  ck.read_ranges(optim_index, wanted);
+  opt.import_moments(m, v);
 
   const std::string sfile = dir + "/" + kStateFile;
   const auto kv = parse_kv(ck.read_text(kStateFile), sfile);
@@ -333,6 +360,61 @@ TrainState load_run_checkpoint(const Checkpoint& ck, const Config& cfg, GPT2& mo
     *schedule = CompetitionSchedule::parse(ck.read_text(kScheduleFile), dir + "/" + kScheduleFile);
   }
   return s;
+}
+
+namespace {
+
+// This rank's share of `dir`'s verification; "" or the error (and its hint).
+std::string verify_share(const std::string& dir, Comm& world, std::optional<Checkpoint>& out, std::string& hint) {
+  hint.clear();
+  try {
+    out.emplace(dir, Checkpoint::Verify::none);
+    out->verify_files(out->verification_share(world.rank(), world.size()));
+    return {};
+  } catch (const Error& e) {
+    out.reset();
+    hint = e.hint();
+    return e.what();
+  } catch (const std::exception& e) {  // bad_alloc too: no rank may skip the agreement
+    out.reset();
+    return e.what();
+  }
+}
+
+}  // namespace
+
+Checkpoint open_verified_checkpoint(const std::string& dir, Comm& world) {
+  std::optional<Checkpoint> ck;
+  std::string hint;
+  std::string error = verify_share(dir, world, ck, hint);
+  if (any_rank_failed(world, error, &hint)) throw Error(error, hint);
+  return std::move(*ck);
+}
+
+std::optional<Checkpoint> find_resume_checkpoint(const std::string& run_dir, bool fallback, Comm& world) {
+  std::string error, listing;
+  if (world.rank() == 0) try {
+      for (const std::string& dir : list_checkpoints(run_dir)) listing += dir + "\n";
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  if (any_rank_failed(world, error)) throw Error(error);
+  listing = world.broadcast_string(listing, 0);
+  std::vector<std::string> all;
+  for (size_t at = 0, nl; (nl = listing.find('\n', at)) != std::string::npos; at = nl + 1)
+    all.push_back(listing.substr(at, nl - at));
+  for (auto it = all.rbegin(); it != all.rend(); ++it) {
+    std::optional<Checkpoint> ck;
+    std::string hint;  // the fallback hint below replaces the file's
+    error = verify_share(*it, world, ck, hint);
+    if (!any_rank_failed(world, error)) return ck;
+    if (!fallback)
+      fail_hint("set checkpoint.fallback: true (or --set checkpoint.fallback=true) to resume from the "
+                "next older checkpoint instead",
+                "newest checkpoint {} is unusable: {}", *it, error);
+    if (world.rank() == 0) spdlog::warn("checkpoint {} is unusable ({}); falling back to an older one", *it, error);
+  }
+  return std::nullopt;
 }
 
 std::optional<Checkpoint> find_resume_checkpoint(const std::string& run_dir, bool fallback) {

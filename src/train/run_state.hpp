@@ -39,16 +39,27 @@ std::string save_run_checkpoint(const std::string& run_dir, const Config& cfg, G
                                 const DistContext* dist = nullptr);
 
 // Restores model, optimizer and state (this rank's experts and moment shards) from an opened
-// (so verified: Checkpoint's constructor checks every file's size and checksum) checkpoint,
-// single-file or sharded by any rank count (Checkpoint::read_assembled). The model shape in the checkpoint must
-// match cfg's: a mismatch is refused naming the key that differs.
+// and verified checkpoint (Checkpoint(dir), or open_verified_checkpoint's split verification),
+// single-file or sharded by any rank count. Reads only what this rank holds: the file
+// directories, the replicated tensors and this rank's experts from "model", the moments of its
+// owned ranges from "optim" (Checkpoint::read_index / read_ranges: every element must be stored
+// exactly once). The model shape in the checkpoint must match cfg's: a mismatch is refused
+// naming the key that differs. ck.bytes_read() tells the I/O it cost.
 // schedule (if not null) is replaced by the checkpoint's; a checkpoint without one is refused.
 TrainState load_run_checkpoint(const Checkpoint& ck, const Config& cfg, GPT2& model, AdamW& opt,
                                Backend& backend, CompetitionSchedule* schedule = nullptr);
 
 // The checkpoint to resume from: the newest complete one. If it fails verification the run
 // is refused, unless `fallback` lets it use the next older one (with a warning).
-// Returns nullopt when the run has no checkpoint.
+// Returns nullopt when the run has no checkpoint. One process: verifies every file.
 std::optional<Checkpoint> find_resume_checkpoint(const std::string& run_dir, bool fallback);
+// The same, collective over `world`: rank 0 lists the candidates and broadcasts them; for each,
+// newest first, every rank verifies its share of the files (Checkpoint::verification_share)
+// and the verdict is agreed (a failure carries the lowest failing rank's message, on every
+// rank). Each checkpoint's bytes are read once over all ranks, not once per rank.
+std::optional<Checkpoint> find_resume_checkpoint(const std::string& run_dir, bool fallback, Comm& world);
+// Collective: opens `dir` (an explicit --resume-from) with the same split verification;
+// throws on every rank if any rank's share fails.
+Checkpoint open_verified_checkpoint(const std::string& dir, Comm& world);
 
 }  // namespace competelm

@@ -250,17 +250,24 @@ int train(const Config& cfg, const TrainerOptions& opts, std::shared_ptr<Comm> w
   // ---- resume -------------------------------------------------------------------------------------
   TrainState state;
   std::optional<Checkpoint> resume_from;
-  // Rank 0 picks the checkpoint (verifying it); the others open the same one.
-  std::string resume_dir = opts.resume_from;
-  if (resume_dir.empty() && (opts.resume || cfg.checkpoint.resume == "auto") && dist.is_main())
-    if (auto found = find_resume_checkpoint(cfg.run.dir, cfg.checkpoint.fallback)) resume_dir = found->dir();
-  resume_dir = comm.broadcast_string(resume_dir, 0);
-  if (!resume_dir.empty()) resume_from.emplace(resume_dir);
+  // Collective: rank 0 lists the checkpoints, every rank verifies a share of the chosen one's
+  // files (each byte read once over all ranks) and then reads only what it holds.
+  if (!opts.resume_from.empty())
+    resume_from.emplace(open_verified_checkpoint(opts.resume_from, comm));
+  else if (opts.resume || cfg.checkpoint.resume == "auto")
+    resume_from = find_resume_checkpoint(cfg.run.dir, cfg.checkpoint.fallback, comm);
   if (resume_from) {
     state = load_run_checkpoint(*resume_from, cfg, model, opt, *backend, competesmoe ? &competition : nullptr);
+    // The resume's I/O per rank (verification share + this rank's slices), for the log.
+    std::vector<int64_t> read(size_t(dist.world), 0);
+    read[size_t(dist.rank)] = int64_t(resume_from->bytes_read());
+    comm.allreduce_sum(read.data(), read.size());
+    std::string per_rank;
+    for (int64_t b : read) per_rank += fmt::format("{}{}", per_rank.empty() ? "" : ", ", b);
     train_loader.restore(state.train_loader);
     if (dist.is_main()) truncate_metrics_after(cfg.run.dir + "/metrics.jsonl", state.step);
-    log->info("resumed from {} at step {}", resume_from->dir(), state.step);
+    log->info("resumed from {} at step {} (bytes read per rank: {})", resume_from->dir(), state.step,
+              per_rank);
   } else if (opts.resume || cfg.checkpoint.resume == "auto") {
     // Records of an earlier attempt that died before its first checkpoint are redone.
     if (dist.is_main()) truncate_metrics_after(cfg.run.dir + "/metrics.jsonl", 0);
