@@ -16,6 +16,7 @@
 #include "backend/backend.hpp"
 #include "core/error.hpp"
 #include "cuda_backend.cuh"
+#include "dist/data_parallel.hpp"
 #include "dist/dist_context.hpp"
 #include "dist/nccl_comm.hpp"
 #include "nccl.h"
@@ -227,6 +228,64 @@ int check_collectives(Comm& nc, Comm& ref, cuda::CudaBackend& be, uint64_t seed,
   return c.failures;
 }
 
+// DataParallel over NCCL device communicators (the emulated CudaBackend; reductions started
+// bucket by bucket as the ranges are announced, on the communication stream) against
+// DataParallel over the MPI communicators on the CPU backend, with the same integer-valued
+// gradients: the owned shards after reduce_gradients and the whole buffer after gather must be
+// bit-identical. P: expert parallel size (P = W puts the expert-parallel group on the world's
+// NCCL communicator, which must then reduce after the backward).
+int check_data_parallel(Comm& world, cuda::CudaBackend& be, int P) {
+  const std::string label = "data parallel P=" + std::to_string(P);
+  Checker c{be, label + " rank " + std::to_string(world.rank()) + "/" + std::to_string(world.size())};
+  const size_t expert_begin = 1000, total = 1333;
+  // The backward's order: replicated ranges from the top down, experts interleaved, wte last.
+  const std::vector<ParamRange> order{{940, 1000}, {1200, 1333}, {700, 940},  {1000, 1200},
+                                      {333, 700},  {100, 333},   {0, 100}};
+  DistContext host = make_dist_context(std::shared_ptr<Comm>(world.split(0, world.rank())), 0, P);
+  DistContext dev = make_dist_context(std::shared_ptr<Comm>(world.split(0, world.rank())), 0, P);
+  attach_device_comms(dev, be, "nccl");
+  std::unique_ptr<Backend> cpu = make_backend("cpu", 1);
+  DataParallel dp_host(host, expert_begin, total, cpu.get(), order, 90);
+  DataParallel dp_dev(dev, expert_begin, total, &be, order, 90);
+
+  std::mt19937 rng(7u + 31u * unsigned(world.rank()));
+  std::vector<float> grads(total);
+  for (float& g : grads) g = float(int(rng() % 17) - 8);
+  std::vector<float> g_host = grads;
+  float* g_dev = c.up(grads);
+  dp_host.begin_backward(g_host.data());
+  dp_dev.begin_backward(g_dev);
+  for (const ParamRange& r : order) {
+    dp_host.grads_ready(r);
+    dp_dev.grads_ready(r);
+  }
+  dp_host.reduce_gradients(g_host.data());
+  dp_dev.reduce_gradients(g_dev);
+  c.expect(dp_dev.buckets().size() == dp_host.buckets().size() && dp_dev.owned().size() == dp_host.owned().size(),
+           "bucket layouts differ");
+  if (world.size() > 1)
+    c.expect(dp_host.overlapped_buckets() > 0 && dp_dev.overlapped_buckets() ==
+                                                     (P < world.size() ? dp_host.overlapped_buckets() : 0),
+             "overlap: " + std::to_string(dp_dev.overlapped_buckets()) + " buckets started during the backward on NCCL, " +
+                 std::to_string(dp_host.overlapped_buckets()) + " on MPI");
+  std::vector<float> got(total);
+  be.download(got.data(), g_dev, total * sizeof(float));
+  std::vector<float> mine, ref;
+  for (const ParamRange& o : dp_host.owned()) {
+    mine.insert(mine.end(), got.begin() + ptrdiff_t(o.begin), got.begin() + ptrdiff_t(o.end));
+    ref.insert(ref.end(), g_host.begin() + ptrdiff_t(o.begin), g_host.begin() + ptrdiff_t(o.end));
+  }
+  c.same(mine, ref, "owned gradient shards");
+  // gather: every rank's owned shards (rank-dependent values) reach every rank.
+  for (const ParamRange& o : dp_host.owned())
+    for (size_t i = o.begin; i < o.end; ++i) g_host[i] = float(i % 97) + 1000.0f * float(world.rank());
+  be.upload(g_dev, g_host.data(), total * sizeof(float));
+  dp_host.gather(g_host.data());
+  dp_dev.gather(g_dev);
+  c.same(c.down(g_dev, total), g_host, "gathered buffer");
+  return c.failures;
+}
+
 int run(Comm& world) {
   int failures = 0;
   const long errors0 = emu::g_errors.load();
@@ -271,6 +330,8 @@ int run(Comm& world) {
     if (!threw) ++failures, std::printf("FAIL make_nccl_comm accepted the CPU backend\n");
     nc->barrier();
   }
+  failures += check_data_parallel(world, be, 1);
+  if (world.size() % 2 == 0) failures += check_data_parallel(world, be, 2);
   if (emu::g_live_streams != 0 || emu::g_live_events != 0)
     ++failures, std::printf("FAIL %ld streams and %ld events not destroyed\n", emu::g_live_streams, emu::g_live_events);
   if (emu::g_errors.load() != errors0)
