@@ -19,72 +19,21 @@
 #include "dist/comm.hpp"
 #include "error_of.hpp"
 #include "train/run_state.hpp"
+#include "shard_fixture.hpp"
 #include "train_fixture.hpp"
 
 using namespace competelm;
 using testing::error_of;
+using testing::reseal;
+using testing::save_sharded;
 namespace fs = std::filesystem;
 
 namespace {
 
-std::vector<float> random_floats(size_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::vector<float> v(n);
-  for (auto& x : v) {
-    uint32_t bits = uint32_t(rng());
-    std::memcpy(&x, &bits, sizeof(x));  // any bit pattern must come back exactly
-  }
-  return v;
-}
-
-// w (40, 100) = 4000 elements, b (7).
-struct Model {
-  std::vector<float> w = random_floats(4000, 11), b = random_floats(7, 12);
-};
-
-NamedTensor slice(const std::string& name, const Model& m, int64_t begin, int64_t end) {
-  const bool is_w = name == "w";
-  return {name, is_w ? std::vector<int64_t>{40, 100} : std::vector<int64_t>{7}, (is_w ? m.w : m.b).data() + begin,
-          begin, end};
-}
-
-// One checkpoint of parts.size() model shards (writer 0 owns the directory) plus two text files.
-std::string save_sharded(const std::string& run_dir, int64_t step, const std::vector<std::vector<NamedTensor>>& parts) {
-  const int n = int(parts.size());
-  CheckpointWriter owner(run_dir, step);
-  owner.write_tensors(shard_file_name("model", 0, n), parts[0]);
-  for (int r = 1; r < n; ++r) {
-    CheckpointWriter helper(owner.temporary_dir(), step, true);
-    helper.write_tensors(shard_file_name("model", r, n), parts[size_t(r)]);
-    owner.add_files(helper.written());
-  }
-  owner.write_text("config.yaml", "model: gpt2\n");
-  owner.write_text("state.txt", "step " + std::to_string(step) + "\n");
-  return owner.commit();
-}
-
 // w cut unevenly over three shards, b whole in shard 1.
-std::string save_three(const std::string& run_dir, int64_t step, const Model& m) {
-  return save_sharded(run_dir, step, {{slice("w", m, 0, 1234)}, {slice("b", m, 0, 7), slice("w", m, 1234, 3000)},
-                                      {slice("w", m, 3000, 4000)}});
-}
-
-// Rewrites meta.json's entry for file_name (bytes, checksum) and its seal to match the disk.
-void reseal(const std::string& dir, const std::string& file_name) {
-  std::string meta = read_file(dir + "/meta.json");
-  const std::string data = read_file(dir + "/" + file_name);
-  const std::string key = "\"" + file_name + "\": {\"bytes\": ";
-  size_t at = meta.find(key);
-  REQUIRE(at != std::string::npos);
-  const size_t bytes_pos = at + key.size();
-  meta.replace(bytes_pos, meta.find(',', bytes_pos) - bytes_pos, std::to_string(data.size()));
-  const std::string ck = "\"checksum\": \"";
-  meta.replace(meta.find(ck, bytes_pos) + ck.size(), 16, fmt::format("{:016x}", checksum64(data.data(), data.size())));
-  const std::string seal = "\"meta_checksum\": \"";
-  const size_t seal_pos = meta.rfind(seal) + seal.size();
-  meta.replace(seal_pos, 16, std::string(16, '0'));
-  meta.replace(seal_pos, 16, fmt::format("{:016x}", checksum64(meta.data(), meta.size())));
-  std::ofstream(dir + "/meta.json", std::ios::binary | std::ios::trunc) << meta;
+std::string save_three(const std::string& run_dir, int64_t step, const testing::ShardModel& m) {
+  return save_sharded(run_dir, step, {{m.slice("w", 0, 1234)}, {m.slice("b", 0, 7), m.slice("w", 1234, 3000)},
+                                      {m.slice("w", 3000, 4000)}});
 }
 
 void write_bytes(const std::string& path, const std::string& bytes) {
@@ -95,7 +44,7 @@ void write_bytes(const std::string& path, const std::string& bytes) {
 
 TEST_CASE("checkpoint selective: ranges read from the index equal read_assembled, and only their bytes", "[checkpoint]") {
   testing::TempDir run("ckpt-sel");
-  Model m;
+  const testing::ShardModel m(40, 100, 11);  // w (40, 100) = 4000 elements, b (7)
   const std::string dir = save_three(run.str(), 3, m);
   const Checkpoint ck(dir);
   const auto whole = ck.read_assembled("model");
@@ -161,20 +110,20 @@ TEST_CASE("checkpoint selective: ranges read from the index equal read_assembled
 
 TEST_CASE("checkpoint selective: gaps, overlaps and shape conflicts are refused from the index alone", "[checkpoint]") {
   testing::TempDir run("ckpt-sel");
-  Model m;
+  const testing::ShardModel m(40, 100, 11);  // w (40, 100) = 4000 elements, b (7)
   struct Case {
     const char* what;
     std::vector<std::vector<NamedTensor>> parts;
     std::vector<const char*> expect;
   };
   const std::vector<Case> cases = {
-      {"gap", {{slice("w", m, 0, 2000)}, {slice("w", m, 2010, 4000)}}, {"'w'", "[2000, 2010)", "in no model file"}},
-      {"tail missing", {{slice("w", m, 0, 2000)}, {slice("w", m, 2000, 3999)}}, {"'w'", "[3999, 4000)", "in no model file"}},
+      {"gap", {{m.slice("w", 0, 2000)}, {m.slice("w", 2010, 4000)}}, {"'w'", "[2000, 2010)", "in no model file"}},
+      {"tail missing", {{m.slice("w", 0, 2000)}, {m.slice("w", 2000, 3999)}}, {"'w'", "[3999, 4000)", "in no model file"}},
       {"overlap",
-       {{slice("w", m, 0, 2010)}, {slice("w", m, 2000, 4000)}},
+       {{m.slice("w", 0, 2010)}, {m.slice("w", 2000, 4000)}},
        {"'w'", "[2000, 2010)", "stored twice", "model.shard-00000-of-00002.bin", "model.shard-00001-of-00002.bin"}},
       {"shape conflict",
-       {{slice("w", m, 0, 2000)}, {{"w", {4000}, m.w.data() + 2000, 2000, 4000}}},
+       {{m.slice("w", 0, 2000)}, {{"w", {4000}, m.w.data() + 2000, 2000, 4000}}},
        {"'w'", "(4000)", "(40, 100)", "model.shard-00001-of-00002.bin"}},
   };
   int64_t step = 1;
@@ -189,7 +138,7 @@ TEST_CASE("checkpoint selective: gaps, overlaps and shape conflicts are refused 
 
 TEST_CASE("checkpoint selective: truncated files and bad directories name the file and offset", "[checkpoint]") {
   testing::TempDir run("ckpt-sel");
-  Model m;
+  const testing::ShardModel m(40, 100, 11);  // w (40, 100) = 4000 elements, b (7)
   const std::string dir = save_three(run.str(), 2, m);
   const std::string file = "model.shard-00002-of-00003.bin";
   const std::string path = dir + "/" + file;
@@ -244,7 +193,7 @@ TEST_CASE("checkpoint selective: truncated files and bad directories name the fi
 
 TEST_CASE("checkpoint: split verification finds a corrupted file whichever share holds it", "[checkpoint]") {
   testing::TempDir run("ckpt-sel");
-  Model m;
+  const testing::ShardModel m(40, 100, 11);  // w (40, 100) = 4000 elements, b (7)
   const std::string dir = save_three(run.str(), 4, m);
   const Checkpoint opened(dir, Checkpoint::Verify::none);
   const size_t n = opened.files().size();
@@ -310,7 +259,7 @@ TEST_CASE("checkpoint: split verification finds a corrupted file whichever share
 
 TEST_CASE("checkpoint: the collective resume search keeps its fallback rules on one rank", "[checkpoint]") {
   testing::TempDir run("ckpt-sel");
-  Model m;
+  const testing::ShardModel m(40, 100, 11);  // w (40, 100) = 4000 elements, b (7)
   auto self = make_self_comm();
   CHECK_FALSE(find_resume_checkpoint(run.str(), false, *self).has_value());  // no checkpoint yet
   const std::string older = save_three(run.str(), 2, m);

@@ -15,6 +15,7 @@
 #include "core/error.hpp"
 #include "error_of.hpp"
 #include "core/fs_util.hpp"
+#include "shard_fixture.hpp"
 #include "train_fixture.hpp"
 
 using namespace competelm;
@@ -27,61 +28,9 @@ struct FaultGuard {
   ~FaultGuard() { set_checkpoint_write_fault_after(-1); }
 };
 
-std::vector<float> random_floats(size_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::vector<float> v(n);
-  for (auto& x : v) {
-    uint32_t bits = uint32_t(rng());
-    std::memcpy(&x, &bits, sizeof(x));  // any bit pattern must come back exactly
-  }
-  return v;
-}
-
 using testing::error_of;
-
-// Two tensors: w (6, 10) = 60 elements, b (7).
-struct Model {
-  std::vector<float> w = random_floats(60, 1), b = random_floats(7, 2);
-};
-
-// A slice of a Model tensor by global identity.
-NamedTensor slice(const std::string& name, const Model& m, int64_t begin, int64_t end) {
-  const bool is_w = name == "w";
-  return {name, is_w ? std::vector<int64_t>{6, 10} : std::vector<int64_t>{7}, (is_w ? m.w : m.b).data() + begin,
-          begin, end};
-}
-
-// One checkpoint written by `parts.size()` writers (writer 0 owns the directory, the others
-// are helpers), writer r holding parts[r] as model.shard-r-of-N.bin.
-std::string save_sharded(const std::string& run_dir, int64_t step, const std::vector<std::vector<NamedTensor>>& parts) {
-  const int n = int(parts.size());
-  CheckpointWriter owner(run_dir, step);
-  owner.write_tensors(shard_file_name("model", 0, n), parts[0]);
-  for (int r = 1; r < n; ++r) {
-    CheckpointWriter helper(owner.temporary_dir(), step, true);
-    helper.write_tensors(shard_file_name("model", r, n), parts[size_t(r)]);
-    owner.add_files(helper.written());
-  }
-  owner.write_text("config.yaml", "model: gpt2\n");
-  return owner.commit("\"ranks\": " + std::to_string(n));
-}
-
-void reseal(const std::string& dir, const std::string& file_name) {
-  std::string meta = read_file(dir + "/meta.json");
-  const std::string data = read_file(dir + "/" + file_name);
-  const std::string key = "\"" + file_name + "\": {\"bytes\": ";
-  size_t at = meta.find(key);
-  REQUIRE(at != std::string::npos);
-  const size_t bytes_pos = at + key.size();
-  meta.replace(bytes_pos, meta.find(',', bytes_pos) - bytes_pos, std::to_string(data.size()));
-  const std::string ck = "\"checksum\": \"";
-  meta.replace(meta.find(ck, bytes_pos) + ck.size(), 16, fmt::format("{:016x}", checksum64(data.data(), data.size())));
-  const std::string seal = "\"meta_checksum\": \"";
-  const size_t seal_pos = meta.rfind(seal) + seal.size();
-  meta.replace(seal_pos, 16, std::string(16, '0'));
-  meta.replace(seal_pos, 16, fmt::format("{:016x}", checksum64(meta.data(), meta.size())));
-  std::ofstream(dir + "/meta.json", std::ios::binary | std::ios::trunc) << meta;
-}
+using testing::reseal;
+using testing::save_sharded;
 
 uint32_t version_of(const std::string& path) {
   const std::string bytes = read_file(path);
@@ -94,16 +43,16 @@ uint32_t version_of(const std::string& path) {
 
 TEST_CASE("checkpoint shards: slices from three writers assemble bit-exactly", "[checkpoint]") {
   testing::TempDir run("ckpt-shards");
-  Model m;
+  const testing::ShardModel m(6, 10, 1);  // w (6, 10) = 60 elements, b (7)
   // w cut unevenly over writers 0 and 2, b whole in writer 1, an empty tensor in writer 2.
   const std::string dir = save_sharded(run.str(), 4,
-                                       {{slice("w", m, 0, 25)},
-                                        {slice("b", m, 0, 7)},
-                                        {slice("w", m, 25, 60), {"e", {0}, nullptr, 0, 0}}});
+                                       {{m.slice("w", 0, 25)},
+                                        {m.slice("b", 0, 7)},
+                                        {m.slice("w", 25, 60), {"e", {0}, nullptr, 0, 0}}});
   CHECK(version_of(dir + "/model.shard-00000-of-00003.bin") == 2);
   CHECK(version_of(dir + "/model.shard-00001-of-00003.bin") == 1);  // whole tensors only: v1
   const Checkpoint ck(dir);
-  CHECK(ck.files().size() == 4);  // 3 shards and config.yaml
+  CHECK(ck.files().size() == 5);  // 3 shards, config.yaml, state.txt
   const auto t = ck.read_assembled("model");
   REQUIRE(t.size() == 3);
   CHECK(t.at("w").shape == std::vector<int64_t>{6, 10});
@@ -120,7 +69,7 @@ TEST_CASE("checkpoint shards: slices from three writers assemble bit-exactly", "
 
 TEST_CASE("checkpoint shards: version 1 single files still read, assembled too", "[checkpoint]") {
   testing::TempDir run("ckpt-shards");
-  Model m;
+  const testing::ShardModel m(6, 10, 1);  // w (6, 10) = 60 elements, b (7)
   CheckpointWriter w(run.str(), 1);
   w.write_tensors("model.bin", {{"w", {6, 10}, m.w.data()}, {"b", {7}, m.b.data()}});
   const std::string dir = w.commit();
@@ -135,20 +84,20 @@ TEST_CASE("checkpoint shards: version 1 single files still read, assembled too",
 
 TEST_CASE("checkpoint shards: gaps, overlaps, missing shards and shape conflicts are refused", "[checkpoint]") {
   testing::TempDir run("ckpt-shards");
-  Model m;
+  const testing::ShardModel m(6, 10, 1);  // w (6, 10) = 60 elements, b (7)
   struct Case {
     const char* what;
     std::vector<std::vector<NamedTensor>> parts;
     std::vector<const char*> expect;
   };
   const std::vector<Case> cases = {
-      {"gap in the middle", {{slice("w", m, 0, 20)}, {slice("w", m, 30, 60)}}, {"'w'", "[20, 30)", "in no model file"}},
-      {"tail missing", {{slice("w", m, 0, 20)}, {slice("w", m, 20, 59)}}, {"'w'", "[59, 60)", "in no model file"}},
+      {"gap in the middle", {{m.slice("w", 0, 20)}, {m.slice("w", 30, 60)}}, {"'w'", "[20, 30)", "in no model file"}},
+      {"tail missing", {{m.slice("w", 0, 20)}, {m.slice("w", 20, 59)}}, {"'w'", "[59, 60)", "in no model file"}},
       {"overlap",
-       {{slice("w", m, 0, 32)}, {slice("w", m, 30, 60)}},
+       {{m.slice("w", 0, 32)}, {m.slice("w", 30, 60)}},
        {"'w'", "[30, 32)", "stored twice", "model.shard-00000-of-00002.bin", "model.shard-00001-of-00002.bin"}},
       {"shape conflict",
-       {{slice("w", m, 0, 30)}, {{"w", {60}, m.w.data() + 30, 30, 60}}},
+       {{m.slice("w", 0, 30)}, {{"w", {60}, m.w.data() + 30, 30, 60}}},
        {"'w'", "(60)", "(6, 10)", "model.shard-00001-of-00002.bin"}},
   };
   int64_t step = 1;
@@ -161,7 +110,7 @@ TEST_CASE("checkpoint shards: gaps, overlaps, missing shards and shape conflicts
   // A rank's file missing from a committed checkpoint (meta.json lists 1 of 2).
   {
     CheckpointWriter owner(run.str(), step++);
-    owner.write_tensors(shard_file_name("model", 1, 2), {slice("w", m, 0, 60)});
+    owner.write_tensors(shard_file_name("model", 1, 2), {m.slice("w", 0, 60)});
     const Checkpoint ck(owner.commit());
     CHECK_THAT(error_of([&] { ck.read_assembled("model"); }),
                Catch::Contains("model.shard-00000-of-00002.bin is missing"));
@@ -170,8 +119,8 @@ TEST_CASE("checkpoint shards: gaps, overlaps, missing shards and shape conflicts
 
 TEST_CASE("checkpoint shards: a corrupted element range is refused", "[checkpoint]") {
   testing::TempDir run("ckpt-shards");
-  Model m;
-  const std::string dir = save_sharded(run.str(), 1, {{slice("w", m, 0, 30)}, {slice("w", m, 30, 60)}});
+  const testing::ShardModel m(6, 10, 1);  // w (6, 10) = 60 elements, b (7)
+  const std::string dir = save_sharded(run.str(), 1, {{m.slice("w", 0, 30)}, {m.slice("w", 30, 60)}});
   const std::string file = "model.shard-00001-of-00002.bin";
   const std::string path = dir + "/" + file;
   const std::string original = read_file(path);
@@ -211,16 +160,16 @@ TEST_CASE("checkpoint shards: a corrupted element range is refused", "[checkpoin
 
 TEST_CASE("checkpoint shards: a helper's failed write leaves no checkpoint and the previous intact", "[checkpoint]") {
   testing::TempDir run("ckpt-shards");
-  Model m;
-  const std::string good = save_sharded(run.str(), 2, {{slice("w", m, 0, 30)}, {slice("w", m, 30, 60), slice("b", m, 0, 7)}});
+  const testing::ShardModel m(6, 10, 1);  // w (6, 10) = 60 elements, b (7)
+  const std::string good = save_sharded(run.str(), 2, {{m.slice("w", 0, 30)}, {m.slice("w", 30, 60), m.slice("b", 0, 7)}});
   std::string err;
   {
     CheckpointWriter owner(run.str(), 4);
-    owner.write_tensors(shard_file_name("model", 0, 2), {slice("w", m, 0, 30)});
+    owner.write_tensors(shard_file_name("model", 0, 2), {m.slice("w", 0, 30)});
     CheckpointWriter helper(owner.temporary_dir(), 4, true);
     {
       FaultGuard full(100);  // the "disk" fills during the helper's file
-      err = error_of([&] { helper.write_tensors(shard_file_name("model", 1, 2), {slice("w", m, 30, 60)}); });
+      err = error_of([&] { helper.write_tensors(shard_file_name("model", 1, 2), {m.slice("w", 30, 60)}); });
     }
     CHECK(fs::exists(owner.temporary_dir()));  // a helper never removes the owner's directory
     // A helper's record that disagrees with the disk is refused and abandons the checkpoint.
