@@ -93,36 +93,32 @@ int check_collectives(Comm& nc, Comm& ref, cuda::CudaBackend& be, uint64_t seed,
     const int v = int(ints(1, -50, 50)[0]);
     c.expect(nc.allreduce_max(v) == ref.allreduce_max(v), "allreduce_max");
   }
-  for (size_t n : {size_t(1), size_t(5), size_t(300)}) {
-    const auto i = ints(n * static_cast<size_t>(P), -100, 100);
-    const std::vector<float> send(i.begin(), i.end());
-    std::vector<float> rref(n);
-    float* s = c.up(send);
-    float* r = c.up(std::vector<float>(n, -7.0f));
-    nc.reduce_scatter_sum(s, r, n);
-    ref.reduce_scatter_sum(send.data(), rref.data(), n);
-    c.same(c.down(r, n), rref, "reduce_scatter_sum n=" + std::to_string(n));
-    c.same(c.down(s, send.size()), send, "reduce_scatter_sum's send buffer");
-  }
-  // start_reduce_scatter_sum: the blocking call's sums and bytes_sent (the reference is
-  // MpiComm's blocking reduce_scatter_sum). One request at a time, then several in flight at
-  // once on the communicator, waited in start order, one of them by its destructor.
-  for (size_t n : {size_t(1), size_t(5), size_t(300)}) {
-    const auto i = ints(n * static_cast<size_t>(P), -100, 100);
-    const std::vector<float> send(i.begin(), i.end());
-    std::vector<float> rref(n);
-    float* s = c.up(send);
-    float* r = c.up(std::vector<float>(n, -7.0f));
-    const uint64_t b0 = nc.bytes_sent(), rb0 = ref.bytes_sent();
-    std::unique_ptr<CommRequest> req = nc.start_reduce_scatter_sum(s, r, n);
-    req->poll();
-    req->wait();
-    req->wait();  // a second wait is harmless
-    ref.reduce_scatter_sum(send.data(), rref.data(), n);
-    c.expect(nc.bytes_sent() - b0 == ref.bytes_sent() - rb0,
-             "start_reduce_scatter_sum bytes_sent differs from the blocking call's, n=" + std::to_string(n));
-    c.same(c.down(r, n), rref, "start_reduce_scatter_sum n=" + std::to_string(n));
-    c.same(c.down(s, send.size()), send, "start_reduce_scatter_sum's send buffer");
+  // reduce_scatter_sum, and start_reduce_scatter_sum with the blocking call's sums and
+  // bytes_sent (the reference is MpiComm's blocking reduce_scatter_sum). One request at a time
+  // here; below, several in flight at once on the communicator, waited in start order, one of
+  // them by its destructor.
+  for (const bool started : {false, true}) {
+    const std::string what = started ? "start_reduce_scatter_sum" : "reduce_scatter_sum";
+    for (size_t n : {size_t(1), size_t(5), size_t(300)}) {
+      const auto i = ints(n * static_cast<size_t>(P), -100, 100);
+      const std::vector<float> send(i.begin(), i.end());
+      std::vector<float> rref(n);
+      float* s = c.up(send);
+      float* r = c.up(std::vector<float>(n, -7.0f));
+      const uint64_t b0 = nc.bytes_sent(), rb0 = ref.bytes_sent();
+      if (started) {
+        std::unique_ptr<CommRequest> req = nc.start_reduce_scatter_sum(s, r, n);
+        req->poll();
+        req->wait();
+        req->wait();  // a second wait is harmless
+      } else {
+        nc.reduce_scatter_sum(s, r, n);
+      }
+      ref.reduce_scatter_sum(send.data(), rref.data(), n);
+      c.expect(nc.bytes_sent() - b0 == ref.bytes_sent() - rb0, what + " bytes_sent differs, n=" + std::to_string(n));
+      c.same(c.down(r, n), rref, what + " n=" + std::to_string(n));
+      c.same(c.down(s, send.size()), send, what + "'s send buffer");
+    }
   }
   {
     const std::vector<size_t> ns = {3, 0, 64, 1, 257};
