@@ -64,11 +64,13 @@ DataParallel::DataParallel(const DistContext& dist, size_t expert_begin, size_t 
   };
   add(0, expert_begin, dist.world.get(), dist.dworld.get());
   add(expert_begin, total, dist.edp.get(), dist.dedp.get());
-  buckets_ = plan_grad_buckets(spans, dist.info.world > 1 ? ready_order : std::vector<ParamRange>{},
-                               dist.info.world > 1 ? bucket_elements : 0);
+  // One rank: nothing to overlap, one bucket per region.
+  const bool several = dist.info.world > 1;
+  const std::vector<GradBucket> buckets =
+      plan_grad_buckets(spans, several ? ready_order : std::vector<ParamRange>{}, several ? bucket_elements : 0);
 
   size_t recv = 0, pad = 0;
-  for (const GradBucket& g : buckets_) {
+  for (const GradBucket& g : buckets) {
     const Region& r = regions_[size_t(g.region)];
     Bucket b;
     b.span = g;

@@ -64,7 +64,7 @@ class DataParallel final : public GradReadyListener {
 
   // The ranges of the flat buffer this rank updates (non-empty ones, in buffer order).
   const std::vector<ParamRange>& owned() const { return owned_; }
-  const std::vector<GradBucket>& buckets() const { return buckets_; }
+  size_t bucket_count() const { return state_.size(); }
 
   // Before the backward whose gradients are final for this step (the last micro-step's): its
   // grads_ready calls then start the reductions of `grads` (the whole local layout). Without
@@ -102,7 +102,6 @@ class DataParallel final : public GradReadyListener {
   const DistContext& dist_;
   Backend* be_ = nullptr;
   std::vector<Region> regions_;
-  std::vector<GradBucket> buckets_;
   std::vector<Bucket> state_;     // per bucket
   std::vector<size_t> started_;   // bucket indices in the order their reductions started
   std::vector<ParamRange> owned_;

@@ -404,7 +404,7 @@ int train(const Config& cfg, const TrainerOptions& opts, std::shared_ptr<Comm> w
     dp.reduce_gradients(model.grad_buffer());
     if (step == start_step && dist.world > 1)
       log->info("data parallel: {} gradient buckets (dist.bucket_mb {}), {} of them reduced during the backward",
-                dp.buckets().size(), cfg.dist.bucket_mb, dp.overlapped_buckets());
+                dp.bucket_count(), cfg.dist.bucket_mb, dp.overlapped_buckets());
     double sums[] = {loss_sum, lm_sum, opt.owned_sum_squares(model.grad_buffer())};
     comm.allreduce_sum(sums, 3);
     const double loss = sums[0] / (double(accum) * dist.world);  // LM loss + MoE aux losses: what is optimised
